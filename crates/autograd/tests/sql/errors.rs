@@ -1,0 +1,135 @@
+//! Bad input is a planning error that names the problem, never a value.
+
+use datafusion::execution::SessionStateBuilder;
+use datafusion::optimizer::Optimizer;
+use datafusion::prelude::SessionContext;
+
+use crate::common::{context, error, register};
+
+fn with_points() -> SessionContext {
+    let ctx = context();
+    register(
+        &ctx,
+        "pts",
+        &[
+            ("x", vec![Some(1.0), Some(2.0)]),
+            ("y", vec![Some(3.0), Some(4.0)]),
+        ],
+    );
+    ctx
+}
+
+#[tokio::test]
+async fn unsupported_function_is_named() {
+    let ctx = with_points();
+    let e = error(&ctx, "SELECT grad(nanvl(x, 0.0) * y, x) FROM pts").await;
+    assert!(e.contains("no derivative rule for 'nanvl'"), "{e}");
+    let e = error(
+        &ctx,
+        "SELECT grad(x | 1, x) FROM (SELECT CAST(x AS BIGINT) AS x FROM pts)",
+    )
+    .await;
+    assert!(e.contains("no derivative rule for '|'"), "{e}");
+}
+
+#[tokio::test]
+async fn a_function_of_other_columns_needs_no_rule() {
+    let ctx = with_points();
+    let batches = ctx
+        .sql("SELECT grad(x * nanvl(y, 0.0), x) AS d FROM pts")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 2);
+}
+
+#[tokio::test]
+async fn wrt_must_be_a_column() {
+    let ctx = with_points();
+    for sql in [
+        "SELECT grad(x * x, x + 1) FROM pts",
+        "SELECT grad(x * x, 2.0) FROM pts",
+    ] {
+        let e = error(&ctx, sql).await;
+        assert!(
+            e.contains(
+                "the second argument of grad(expression, column) must be a column reference"
+            ),
+            "{e}"
+        );
+    }
+    let e = error(&ctx, "SELECT jvp(x * x, abs(x), 1.0) FROM pts").await;
+    assert!(
+        e.contains("jvp(expression, column, tangent) must be a column reference, found `abs("),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_arity() {
+    let ctx = with_points();
+    let e = error(&ctx, "SELECT grad(x) FROM pts").await;
+    assert!(
+        e.contains("grad(expression, column) takes 2 arguments, got 1"),
+        "{e}"
+    );
+    let e = error(&ctx, "SELECT vjp(x * x, x) FROM pts").await;
+    assert!(
+        e.contains("vjp(expression, column, cotangent) takes 3 arguments, got 2"),
+        "{e}"
+    );
+    let e = error(&ctx, "SELECT jvp(x, x, 1, 2) FROM pts").await;
+    assert!(
+        e.contains("jvp(expression, column, tangent) takes 3 arguments, got 4"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn non_numeric_arguments() {
+    let ctx = with_points();
+    let e = error(&ctx, "SELECT grad(x, s) FROM (SELECT x, 'a' AS s FROM pts)").await;
+    assert!(
+        e.contains("argument 2 of grad(expression, column) must be numeric, found Utf8"),
+        "{e}"
+    );
+}
+
+#[tokio::test]
+async fn through_aggregates_and_correlated_subqueries() {
+    let ctx = with_points();
+    let e = error(
+        &ctx,
+        "SELECT grad((SELECT MAX(q.y * p.x) FROM pts q), p.x) FROM pts p",
+    )
+    .await;
+    assert!(
+        e.contains("scalar subquery that refers to the column being differentiated"),
+        "{e}"
+    );
+}
+
+/// A host that skips the simplify pass gets an explanation, never a value.
+#[tokio::test]
+async fn a_marker_reaching_execution_explains_itself() {
+    let rules = Optimizer::new()
+        .rules
+        .into_iter()
+        .filter(|r| r.name() != "simplify_expressions")
+        .collect::<Vec<_>>();
+    let state = SessionStateBuilder::new()
+        .with_default_features()
+        .with_optimizer_rules(rules)
+        .build();
+    let ctx = SessionContext::new_with_state(state);
+    for udf in datafusion_autograd::udfs() {
+        ctx.register_udf(udf.as_ref().clone());
+    }
+    let e = error(&ctx, "SELECT grad(x * x, x) FROM (VALUES (1.0)) AS t(x)").await;
+    assert!(
+        e.contains("grad() reached execution: the host did not call the function's simplify hook"),
+        "{e}"
+    );
+}

@@ -1,0 +1,13 @@
+//! End-to-end tests: every derivative is planned and executed by a real
+//! `SessionContext` and checked against an independent reference (analytic
+//! derivatives written in Rust, and central finite differences of the primal
+//! evaluated by DataFusion itself).
+
+mod common;
+
+mod dataframe;
+mod errors;
+mod plan_shapes;
+mod random_trees;
+mod rules;
+mod sql_text;

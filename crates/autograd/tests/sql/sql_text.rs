@@ -1,0 +1,86 @@
+//! `differentiate_sql`: derivative SQL that evaluates to the right numbers.
+
+use datafusion_autograd::differentiate_sql;
+
+use crate::common::{assert_close, column, context, register};
+
+/// `(f, wrt, ∂f/∂wrt)` with the derivative written in Rust.
+type Case = (&'static str, &'static str, fn(f64, f64) -> f64);
+
+#[tokio::test]
+async fn derivative_sql_evaluates_to_the_derivative() {
+    let ctx = context();
+    let xs = [0.3, 1.1, 2.5];
+    let ys = [1.5, -0.5, 2.0];
+    register(
+        &ctx,
+        "pts",
+        &[
+            ("x", xs.iter().map(|&v| Some(v)).collect()),
+            ("y", ys.iter().map(|&v| Some(v)).collect()),
+        ],
+    );
+    let cases: [Case; 7] = [
+        ("x * x * y", "x", |x, y| 2.0 * x * y),
+        ("sin(x) / (1 + y * y)", "y", |x, y| {
+            -2.0 * y * x.sin() / (1.0 + y * y).powi(2)
+        }),
+        ("power(x, y)", "y", |x, y| x.powf(y) * x.ln()),
+        ("CASE WHEN x > 1 THEN exp(x) ELSE -x END", "x", |x, _| {
+            if x > 1.0 {
+                x.exp()
+            } else {
+                -1.0
+            }
+        }),
+        ("grad(x * x * x, x)", "x", |x, _| 6.0 * x),
+        (
+            "greatest(x, y) * 2",
+            "x",
+            |x, y| if x >= y { 2.0 } else { 0.0 },
+        ),
+        ("atan2(y, X)", "x", |x, y| -y / (x * x + y * y)),
+    ];
+    for (f, wrt, d) in cases {
+        let sql = differentiate_sql(f, wrt).unwrap();
+        assert!(!sql.contains("grad"), "{sql}");
+        let got = column(&ctx, &format!("SELECT {sql} FROM pts ORDER BY id")).await;
+        for i in 0..xs.len() {
+            assert_close(
+                got[i],
+                d(xs[i], ys[i]),
+                1e-12,
+                &format!("d/d{wrt} {f} = {sql}"),
+            );
+        }
+    }
+}
+
+#[test]
+fn output_is_small_and_readable() {
+    assert_eq!(differentiate_sql("x * x + 3 * y", "x").unwrap(), "x + x");
+    assert_eq!(differentiate_sql("y", "x").unwrap(), "0.0");
+    assert_eq!(differentiate_sql("t.x * s.x", "s.x").unwrap(), "t.x");
+    assert_eq!(
+        differentiate_sql(r#""Speed" * 2"#, r#""Speed""#).unwrap(),
+        "2.0"
+    );
+}
+
+#[test]
+fn sql_errors_name_the_problem() {
+    let e = differentiate_sql("x +", "x").unwrap_err().to_string();
+    assert!(e.contains("invalid SQL expression `x +`"), "{e}");
+    let e = differentiate_sql("x x", "x").unwrap_err().to_string();
+    assert!(e.contains("unexpected `x` after the expression"), "{e}");
+    let e = differentiate_sql("x * 2", "x + 1").unwrap_err().to_string();
+    assert!(e.contains("must be a column name"), "{e}");
+    let e = differentiate_sql("nanvl(x, 1)", "x")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no derivative rule for 'nanvl'"), "{e}");
+    let e = differentiate_sql("no_such_fn(x)", "x")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no_such_fn"), "{e}");
+}
