@@ -30,12 +30,14 @@
 //! [`linearize`] for arbitrary tangent seeds, [`differentiate`] for one
 //! column, [`differentiate_sql`] for SQL text.
 
+mod bridge;
 mod linearize;
 mod rules;
 mod sql;
 mod tangent;
 mod udf;
 
+pub use bridge::{expand_detached, rewrite_sql};
 pub use linearize::{differentiate, linearize};
 pub use rules::primitives;
 pub use sql::differentiate_sql;

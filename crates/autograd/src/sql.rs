@@ -33,14 +33,9 @@ use crate::linearize::Linearizer;
 /// assert_eq!(differentiate_sql("sin(2 * x)", "x").unwrap(), "cos(2 * x) * 2.0");
 /// ```
 pub fn differentiate_sql(expr_sql: &str, wrt: &str) -> Result<String> {
-    let expr_ast = parse_expr(expr_sql)?;
-    let wrt_ast = parse_expr(wrt)?;
-    let schema = free_variables(&[&expr_ast, &wrt_ast])?;
-    let planner_context = ScalarContext::new();
-    let planner = SqlToRel::new(&planner_context);
-    let expr = planner.sql_to_expr(expr_ast, &schema, &mut PlannerContext::new())?;
-    let Expr::Column(wrt) = planner.sql_to_expr(wrt_ast, &schema, &mut PlannerContext::new())?
-    else {
+    let (exprs, schema) = plan_scalar(&[expr_sql, wrt])?;
+    let [expr, wrt] = <[Expr; 2]>::try_from(exprs).unwrap_or_else(|_| unreachable!("two planned"));
+    let Expr::Column(wrt) = wrt else {
         return plan_err!("the variable to differentiate by must be a column name, found `{wrt}`");
     };
     let seeds = [(wrt, lit(1.0_f64))];
@@ -48,6 +43,23 @@ pub fn differentiate_sql(expr_sql: &str, wrt: &str) -> Result<String> {
         .tangent_of(&expr)?
         .into_expr();
     to_sql(&derivative)
+}
+
+/// Plans SQL scalar expressions over their free variables, which become the
+/// nullable DOUBLE columns of the returned schema.
+pub(crate) fn plan_scalar(sql: &[&str]) -> Result<(Vec<Expr>, DFSchema)> {
+    let asts = sql
+        .iter()
+        .map(|s| parse_expr(s))
+        .collect::<Result<Vec<_>>>()?;
+    let schema = free_variables(&asts)?;
+    let context = ScalarContext::new();
+    let planner = SqlToRel::new(&context);
+    let exprs = asts
+        .into_iter()
+        .map(|ast| planner.sql_to_expr(ast, &schema, &mut PlannerContext::new()))
+        .collect::<Result<Vec<_>>>()?;
+    Ok((exprs, schema))
 }
 
 /// Prints an expression as SQL without redundant parentheses.
@@ -75,11 +87,11 @@ fn parse_expr(sql: &str) -> Result<ast::Expr> {
 }
 
 /// A schema with one nullable DOUBLE column per identifier in `exprs`.
-fn free_variables(exprs: &[&ast::Expr]) -> Result<DFSchema> {
+fn free_variables(exprs: &[ast::Expr]) -> Result<DFSchema> {
     let normalizer = IdentNormalizer::new(true);
     let mut names = BTreeSet::new();
     for expr in exprs {
-        let _ = visit_expressions(*expr, |e| {
+        let _ = visit_expressions(expr, |e| {
             let parts = match e {
                 ast::Expr::Identifier(ident) => vec![ident.clone()],
                 ast::Expr::CompoundIdentifier(idents) => idents.clone(),

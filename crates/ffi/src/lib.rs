@@ -1,0 +1,52 @@
+//! grad, jvp and vjp for DataFusion hosts in other libraries.
+//!
+//! This crate is a `cdylib` that exports the markers of
+//! [`datafusion_autograd`] as datafusion-ffi scalar UDFs, each paired with a
+//! simplify slot of its own protocol (see [`simplify`] and the README), so a
+//! host runs the derivative rewrite in its own planner. The Python extension
+//! (`python/`) is this crate plus its Python bindings.
+//!
+//! Exported C symbols, each returning a fresh, owned table:
+//!
+//! | symbol | returns |
+//! | --- | --- |
+//! | `datafusion_autograd_grad` | [`FFI_SimplifyingScalarUDF`] of `grad` |
+//! | `datafusion_autograd_jvp` | [`FFI_SimplifyingScalarUDF`] of `jvp` |
+//! | `datafusion_autograd_vjp` | [`FFI_SimplifyingScalarUDF`] of `vjp` |
+//! | `datafusion_autograd_simplify_calls` | simplify calls served so far (`u64`) |
+
+#![allow(non_camel_case_types)]
+
+pub mod codec;
+pub mod simplify;
+
+use datafusion_autograd::{grad_udf, jvp_udf, vjp_udf};
+
+pub use simplify::{
+    FFI_ScalarUDFSimplify, FFI_SimplifyResult, FFI_SimplifyingScalarUDF, ForeignSimplifyingUDF,
+    SIMPLIFY_PROTOCOL_VERSION,
+};
+
+/// The `grad` marker with its simplify slot.
+#[no_mangle]
+pub extern "C" fn datafusion_autograd_grad() -> FFI_SimplifyingScalarUDF {
+    grad_udf().into()
+}
+
+/// The `jvp` marker with its simplify slot.
+#[no_mangle]
+pub extern "C" fn datafusion_autograd_jvp() -> FFI_SimplifyingScalarUDF {
+    jvp_udf().into()
+}
+
+/// The `vjp` marker with its simplify slot.
+#[no_mangle]
+pub extern "C" fn datafusion_autograd_vjp() -> FFI_SimplifyingScalarUDF {
+    vjp_udf().into()
+}
+
+/// How many simplify calls this library has served across FFI.
+#[no_mangle]
+pub extern "C" fn datafusion_autograd_simplify_calls() -> u64 {
+    simplify::simplify_calls()
+}
