@@ -4,16 +4,15 @@
 //! its derivative, computed by the same engine, and leaves every other
 //! character of the text as it was. The host then plans plain SQL.
 
-use datafusion_common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion_common::{plan_datafusion_err, plan_err, DFSchema, Result};
-use std::collections::HashMap;
-use std::sync::Arc;
-
-use datafusion_common::arrow::datatypes::{DataType, Field};
+use datafusion_common::arrow::datatypes::DataType;
+use datafusion_common::tree_node::{Transformed, TreeNode};
+use datafusion_common::{plan_datafusion_err, plan_err, Result};
 use datafusion_expr::{cast, Expr};
 use datafusion_sql::sqlparser::dialect::GenericDialect;
 use datafusion_sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
+use crate::linearize::is_truth_valued;
+use crate::rules;
 use crate::sql::{plan_scalar, to_sql};
 use crate::udf::{expand_markers, Derivative};
 
@@ -66,37 +65,47 @@ fn expand_sql(call: &str) -> Result<String> {
 }
 
 /// Expands the markers in `expr`, for a host that will plan the result against
-/// a schema unknown here: every column is read as DOUBLE, so the host's planner
-/// coerces the result against the real types and an integer column is
-/// differentiated as the real number it holds.
+/// a schema unknown here. Every column in arithmetic position is read as
+/// DOUBLE, so the host's planner coerces the result against the real types and
+/// an integer column is differentiated as the real number it holds; columns
+/// under comparisons and functions without a derivative rule keep their type.
 pub fn expand_detached(expr: Expr) -> Result<Expr> {
-    let mut columns = vec![];
-    for column in expr.column_refs() {
-        if !columns.contains(column) {
-            columns.push(column.clone());
+    expand_markers(read_as_real(expr)?, None)
+}
+
+/// Casts the columns in arithmetic position to DOUBLE; conditions, and the
+/// arguments of functions that have no derivative rule, are left as written.
+fn read_as_real(expr: Expr) -> Result<Expr> {
+    let arithmetic = match &expr {
+        Expr::Column(_) | Expr::OuterReferenceColumn(..) => {
+            return Ok(cast(expr, DataType::Float64))
         }
+        Expr::Case(case) => {
+            let mut case = case.clone();
+            for (_, then) in &mut case.when_then_expr {
+                **then = read_as_real(then.as_ref().clone())?;
+            }
+            if let Some(otherwise) = &mut case.else_expr {
+                **otherwise = read_as_real(otherwise.as_ref().clone())?;
+            }
+            return Ok(Expr::Case(case));
+        }
+        Expr::BinaryExpr(b) => !is_truth_valued(b.op),
+        Expr::ScalarFunction(f) => {
+            let name = f.func.name();
+            Derivative::from_name(name).is_some() || rules::rule(name).is_some()
+        }
+        Expr::Cast(c) => c.field.data_type().is_numeric(),
+        Expr::TryCast(c) => c.field.data_type().is_numeric(),
+        Expr::Negative(_) | Expr::Alias(_) => true,
+        _ => false,
+    };
+    if !arithmetic {
+        return Ok(expr);
     }
-    let fields = columns
-        .into_iter()
-        .map(|c| {
-            (
-                c.relation,
-                Arc::new(Field::new(c.name, DataType::Float64, true)),
-            )
-        })
-        .collect();
-    let schema = DFSchema::new_with_metadata(fields, HashMap::new())?;
-    let expr = expr
-        .transform_down(|e| match e {
-            Expr::Column(_) | Expr::OuterReferenceColumn(..) => Ok(Transformed::new(
-                cast(e, DataType::Float64),
-                true,
-                TreeNodeRecursion::Jump,
-            )),
-            e => Ok(Transformed::no(e)),
-        })?
-        .data;
-    expand_markers(expr, Some(&schema))
+    Ok(expr
+        .map_children(|child| read_as_real(child).map(Transformed::yes))?
+        .data)
 }
 
 /// Source range of one marker call: from its name to its closing parenthesis.

@@ -238,7 +238,7 @@ fn as_real(expr: Expr, schema: &DFSchema) -> Result<Expr> {
 
 /// Comparisons and connectives yield truth values, which are piecewise
 /// constant in their inputs.
-fn is_truth_valued(op: Operator) -> bool {
+pub(crate) fn is_truth_valued(op: Operator) -> bool {
     use Operator::*;
     matches!(
         op,

@@ -7,10 +7,10 @@ use datafusion_common::{DFSchema, DataFusionError, Result};
 use datafusion_execution::TaskContext;
 use datafusion_expr::registry::FunctionRegistry;
 use datafusion_expr::Expr;
-use datafusion_proto::logical_plan::from_proto::parse_exprs;
-use datafusion_proto::logical_plan::to_proto::serialize_exprs;
+use datafusion_proto::logical_plan::from_proto::{parse_expr, parse_exprs};
+use datafusion_proto::logical_plan::to_proto::{serialize_expr, serialize_exprs};
 use datafusion_proto::logical_plan::DefaultLogicalExtensionCodec;
-use datafusion_proto::protobuf::{DfSchema, LogicalExprList};
+use datafusion_proto::protobuf::{DfSchema, LogicalExprList, LogicalExprNode};
 use prost::Message;
 
 /// Functions resolvable when decoding: DataFusion's built-in scalar functions
@@ -39,6 +39,23 @@ pub fn exprs_from_bytes(bytes: &[u8]) -> Result<Vec<Expr>> {
         .map_err(|e| DataFusionError::Plan(format!("malformed expression bytes: {e}")))?;
     Ok(parse_exprs(
         &list.expr,
+        &BUILTINS,
+        &DefaultLogicalExtensionCodec {},
+    )?)
+}
+
+/// Encodes one expression as a `LogicalExprNode` message, as DataFusion's
+/// Python `Expr.to_bytes` does.
+pub fn expr_to_bytes(expr: &Expr) -> Result<Vec<u8>> {
+    Ok(serialize_expr(expr, &DefaultLogicalExtensionCodec {})?.encode_to_vec())
+}
+
+/// Decodes one `LogicalExprNode` message.
+pub fn expr_from_bytes(bytes: &[u8]) -> Result<Expr> {
+    let node = LogicalExprNode::decode(bytes)
+        .map_err(|e| DataFusionError::Plan(format!("malformed expression bytes: {e}")))?;
+    Ok(parse_expr(
+        &node,
         &BUILTINS,
         &DefaultLogicalExtensionCodec {},
     )?)

@@ -1,8 +1,8 @@
 //! `differentiate_sql`: derivative SQL that evaluates to the right numbers.
 
-use datafusion_autograd::differentiate_sql;
+use datafusion_autograd::{differentiate_sql, rewrite_sql};
 
-use crate::common::{assert_close, column, context, register};
+use crate::common::{assert_close, column, context, register, rows};
 
 /// `(f, wrt, ∂f/∂wrt)` with the derivative written in Rust.
 type Case = (&'static str, &'static str, fn(f64, f64) -> f64);
@@ -83,4 +83,25 @@ fn sql_errors_name_the_problem() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("no_such_fn"), "{e}");
+}
+
+#[tokio::test]
+async fn rewritten_sql_runs_on_a_context_without_the_markers() {
+    let ctx = datafusion::prelude::SessionContext::new();
+    rows(
+        &ctx,
+        "CREATE TABLE t AS SELECT * FROM (VALUES (0, 1.5, 3, 'a'), (1, 2.0, 5, 'b')) AS v(id, x, i, label)",
+    )
+    .await;
+    let sql = "SELECT grad(CASE label WHEN 'a' THEN x * x ELSE i / 2 END, x) \
+                      + grad(CASE WHEN label = 'a' THEN i / 2 END, i) AS d \
+               FROM t ORDER BY id -- grad(y, y)";
+    let rewritten = rewrite_sql(sql).unwrap();
+    assert!(
+        rewritten.ends_with(" AS d FROM t ORDER BY id -- grad(y, y)"),
+        "{rewritten}"
+    );
+    let got = rows(&ctx, &rewritten).await;
+    // Row a: ∂(x²)/∂x + ∂(i/2)/∂i over the reals; row b: the CASE yields NULL.
+    assert_eq!(got, vec![vec![Some(2.0 * 1.5 + 0.5)], vec![None]]);
 }

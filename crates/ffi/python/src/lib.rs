@@ -1,0 +1,139 @@
+//! `datafusion_autograd._native`: the Python face of the FFI library.
+//!
+//! The marker classes hand datafusion-ffi capsules to PyPI `datafusion`; the
+//! functions expose the engine's SQL rewriting and the DataFrame API's
+//! differentiation of serialized expressions. All logic lives in the Rust
+//! crates; this module only converts.
+
+use datafusion_autograd::{differentiate_sql, expand_detached, Derivative};
+use datafusion_autograd_ffi::codec::{expr_from_bytes, expr_to_bytes};
+use datafusion_autograd_ffi::FFI_SimplifyingScalarUDF;
+use datafusion_common::{plan_err, DataFusionError};
+use datafusion_ffi::udf::FFI_ScalarUDF;
+use pyo3::create_exception;
+use pyo3::exceptions::PyValueError;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyCapsule};
+
+create_exception!(
+    _native,
+    AutogradError,
+    PyValueError,
+    "A derivative could not be formed: unsupported function, bad argument or malformed input."
+);
+
+fn py_err(e: DataFusionError) -> PyErr {
+    AutogradError::new_err(e.to_string())
+}
+
+/// Defines the Python class of one marker.
+macro_rules! marker_class {
+    ($class:ident, $name:literal, $udf:path, $doc:literal) => {
+        #[doc = $doc]
+        #[pyclass(name = $name, module = "datafusion_autograd._native", frozen)]
+        pub struct $class;
+
+        #[pymethods]
+        impl $class {
+            #[new]
+            fn new() -> Self {
+                Self
+            }
+
+            /// The marker as datafusion-ffi's scalar UDF, for `ScalarUDF.from_pycapsule`.
+            fn __datafusion_scalar_udf__<'py>(
+                &self,
+                py: Python<'py>,
+            ) -> PyResult<Bound<'py, PyCapsule>> {
+                PyCapsule::new_with_value(py, FFI_ScalarUDF::from($udf()), c"datafusion_scalar_udf")
+            }
+
+            /// The marker with its simplify slot, for hosts that speak the
+            /// simplify-over-FFI protocol (see the crate's README).
+            fn __datafusion_autograd_scalar_udf__<'py>(
+                &self,
+                py: Python<'py>,
+            ) -> PyResult<Bound<'py, PyCapsule>> {
+                PyCapsule::new_with_value(
+                    py,
+                    FFI_SimplifyingScalarUDF::from($udf()),
+                    c"datafusion_autograd_scalar_udf",
+                )
+            }
+
+            fn __repr__(&self) -> &'static str {
+                concat!($name, "()")
+            }
+        }
+    };
+}
+
+marker_class!(
+    GradUDF,
+    "GradUDF",
+    datafusion_autograd::grad_udf,
+    "`grad(expr, column)` = ∂expr/∂column."
+);
+marker_class!(
+    JvpUDF,
+    "JvpUDF",
+    datafusion_autograd::jvp_udf,
+    "`jvp(expr, column, tangent)` = ∂expr/∂column · tangent."
+);
+marker_class!(
+    VjpUDF,
+    "VjpUDF",
+    datafusion_autograd::vjp_udf,
+    "`vjp(expr, column, cotangent)` = cotangent · ∂expr/∂column."
+);
+
+/// The derivative of a SQL expression with respect to a column, as SQL.
+#[pyfunction]
+fn differentiate(expr_sql: &str, wrt: &str) -> PyResult<String> {
+    differentiate_sql(expr_sql, wrt).map_err(py_err)
+}
+
+/// `sql` with every grad/jvp/vjp call replaced by its derivative.
+#[pyfunction]
+fn rewrite_sql(sql: &str) -> PyResult<String> {
+    datafusion_autograd::rewrite_sql(sql).map_err(py_err)
+}
+
+/// Applies the marker `name` to serialized expressions and returns its
+/// derivative, serialized: the DataFrame API's `grad`/`jvp`/`vjp`.
+#[pyfunction]
+fn derivative<'py>(
+    py: Python<'py>,
+    name: &str,
+    args: Vec<Vec<u8>>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let expand = || {
+        let Some(marker) = Derivative::from_name(name) else {
+            return plan_err!("unknown marker `{name}`; expected grad, jvp or vjp");
+        };
+        let args = args
+            .iter()
+            .map(|a| expr_from_bytes(a))
+            .collect::<Result<Vec<_>, _>>()?;
+        let call = match marker {
+            Derivative::Grad => datafusion_autograd::grad_udf(),
+            Derivative::Jvp => datafusion_autograd::jvp_udf(),
+            Derivative::Vjp => datafusion_autograd::vjp_udf(),
+        }
+        .call(args);
+        expr_to_bytes(&expand_detached(call)?)
+    };
+    Ok(PyBytes::new(py, &expand().map_err(py_err)?))
+}
+
+#[pymodule]
+fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<GradUDF>()?;
+    m.add_class::<JvpUDF>()?;
+    m.add_class::<VjpUDF>()?;
+    m.add_function(wrap_pyfunction!(differentiate, m)?)?;
+    m.add_function(wrap_pyfunction!(rewrite_sql, m)?)?;
+    m.add_function(wrap_pyfunction!(derivative, m)?)?;
+    m.add("AutogradError", m.py().get_type::<AutogradError>())?;
+    Ok(())
+}

@@ -1,0 +1,43 @@
+"""Differentiable SQL for Apache DataFusion.
+
+``grad(expr, column)``, ``jvp(expr, column, tangent)`` and
+``vjp(expr, column, cotangent)`` work wherever a scalar expression does: SELECT
+lists, aggregates (``AVG(grad(loss, w))`` is a gradient), recursive CTEs,
+``INSERT … SELECT``, ``CREATE TABLE AS``, views and every kind of subquery.
+
+>>> from datafusion import SessionContext
+>>> import datafusion_autograd
+>>> ctx = datafusion_autograd.register(SessionContext())
+>>> ctx.sql("SELECT grad(x * x * x, x) AS d FROM (VALUES (2.0)) AS t(x)").to_pydict()
+{'d': [12.0]}
+"""
+
+from datafusion_autograd._native import (
+    AutogradError,
+    GradUDF,
+    JvpUDF,
+    VjpUDF,
+    differentiate,
+    rewrite_sql,
+)
+from datafusion_autograd.context import AutogradContext, forwards_simplify, register
+from datafusion_autograd.expr import grad, jvp, vjp
+from datafusion_autograd.udfs import grad_udf, jvp_udf, vjp_udf
+
+__all__ = [
+    "AutogradContext",
+    "AutogradError",
+    "GradUDF",
+    "JvpUDF",
+    "VjpUDF",
+    "differentiate",
+    "forwards_simplify",
+    "grad",
+    "grad_udf",
+    "jvp",
+    "jvp_udf",
+    "register",
+    "rewrite_sql",
+    "vjp",
+    "vjp_udf",
+]

@@ -1,0 +1,80 @@
+"""Making a ``SessionContext`` differentiate: registration and the SQL bridge."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, TypeVar
+
+from datafusion import SessionContext
+
+from datafusion_autograd._native import rewrite_sql
+from datafusion_autograd.udfs import MARKERS
+
+Context = TypeVar("Context", bound=SessionContext)
+
+_PROBE = "SELECT grad(x * x, x) AS d FROM (VALUES (3.0)) AS t(x)"
+
+
+def forwards_simplify(ctx: SessionContext) -> bool:
+    """Whether ``ctx``'s DataFusion calls ``simplify`` on FFI scalar UDFs.
+
+    When it does, the markers are differentiated inside its planner and no
+    bridge is needed. The probe registers the markers on ``ctx`` and plans one
+    tiny query with the base class's ``sql``, so overrides are not involved.
+
+    >>> from datafusion import SessionContext
+    >>> forwards_simplify(SessionContext())  # PyPI datafusion 54 does not
+    False
+    """
+    for udf in MARKERS:
+        ctx.register_udf(udf)
+    try:
+        return SessionContext.sql(ctx, _PROBE).to_pydict() == {"d": [6.0]}
+    except Exception as error:
+        if "did not call the function's simplify hook" in str(error):
+            return False
+        raise
+
+
+def register(ctx: Context) -> Context:
+    """Registers ``grad``, ``jvp`` and ``vjp`` on ``ctx`` and returns it.
+
+    If the host does not forward ``simplify`` across FFI (PyPI ``datafusion``
+    54 does not), ``ctx.sql`` is wrapped so that every marker in the SQL text
+    is differentiated by the Rust engine before DataFusion plans it. The
+    wrapper calls ``ctx``'s own ``sql``, so subclasses keep their result type
+    (``xarray_sql.XarrayContext`` returns its own DataFrame). Calling it twice
+    is harmless.
+
+    >>> from datafusion import SessionContext
+    >>> ctx = register(SessionContext())
+    >>> ctx.sql("SELECT grad(sin(x), x) AS d FROM (VALUES (0.0)) AS t(x)").to_pydict()
+    {'d': [1.0]}
+    """
+    if not forwards_simplify(ctx) and not getattr(ctx.sql, "_differentiates", False):
+        ctx.sql = _differentiating(ctx.sql)
+    return ctx
+
+
+def _differentiating(sql: Any) -> Any:
+    """``sql`` with the SQL text's markers differentiated first."""
+
+    @functools.wraps(sql)
+    def differentiating_sql(query: str, *args: Any, **kwargs: Any) -> Any:
+        return sql(rewrite_sql(query), *args, **kwargs)
+
+    differentiating_sql._differentiates = True  # type: ignore[attr-defined]
+    return differentiating_sql
+
+
+class AutogradContext(SessionContext):
+    """A ``SessionContext`` whose SQL understands ``grad``, ``jvp`` and ``vjp``.
+
+    >>> ctx = AutogradContext()
+    >>> ctx.sql("SELECT vjp(exp(x), x, 2.0) AS d FROM (VALUES (0.0)) AS t(x)").to_pydict()
+    {'d': [2.0]}
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        register(self)

@@ -1,0 +1,57 @@
+"""``grad``, ``jvp`` and ``vjp`` for the DataFrame API.
+
+Each takes ``datafusion.Expr`` objects and returns the derivative as a plain
+``datafusion.Expr``, computed by the Rust engine on the expressions' protobuf
+form (``Expr.to_bytes``/``Expr.from_bytes``). Columns are read as DOUBLE.
+"""
+
+from __future__ import annotations
+
+from typing import Union
+
+from datafusion import Expr, col, lit
+
+from datafusion_autograd import _native
+
+Column = Union[str, Expr]
+Operand = Union[Expr, float, int]
+
+
+def grad(expr: Expr, wrt: Column) -> Expr:
+    """∂expr/∂wrt, with ``wrt`` a column name or column expression.
+
+    >>> from datafusion import SessionContext, col, functions as f
+    >>> ctx = SessionContext()
+    >>> df = ctx.from_pydict({"x": [0.0, 1.0]})
+    >>> df.select(grad(f.sin(col("x")) * col("x"), "x").alias("d")).to_pydict()
+    {'d': [0.0, 1.3817732906760363]}
+    """
+    return _derivative("grad", expr, wrt)
+
+
+def jvp(expr: Expr, wrt: Column, tangent: Operand) -> Expr:
+    """∂expr/∂wrt · tangent: the forward-mode derivative along ``tangent``.
+
+    >>> from datafusion import SessionContext, col
+    >>> df = SessionContext().from_pydict({"x": [3.0], "t": [0.5]})
+    >>> df.select(jvp(col("x") * col("x"), "x", col("t")).alias("d")).to_pydict()
+    {'d': [3.0]}
+    """
+    return _derivative("jvp", expr, wrt, tangent)
+
+
+def vjp(expr: Expr, wrt: Column, cotangent: Operand) -> Expr:
+    """cotangent · ∂expr/∂wrt: the reverse-mode product with ``cotangent``.
+
+    >>> from datafusion import SessionContext, col
+    >>> df = SessionContext().from_pydict({"x": [2.0]})
+    >>> df.select(vjp(col("x") * col("x"), col("x"), 10).alias("d")).to_pydict()
+    {'d': [40.0]}
+    """
+    return _derivative("vjp", expr, wrt, cotangent)
+
+
+def _derivative(marker: str, expr: Expr, wrt: Column, *operands: Operand) -> Expr:
+    args = [expr, col(wrt) if isinstance(wrt, str) else wrt]
+    args += [operand if isinstance(operand, Expr) else lit(operand) for operand in operands]
+    return Expr.from_bytes(_native.derivative(marker, [arg.to_bytes() for arg in args]))
