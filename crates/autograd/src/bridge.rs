@@ -11,7 +11,7 @@ use datafusion_expr::{cast, Expr};
 use datafusion_sql::sqlparser::dialect::GenericDialect;
 use datafusion_sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
-use crate::linearize::is_truth_valued;
+use crate::linearize::is_condition;
 use crate::rules;
 use crate::sql::{plan_scalar, to_sql};
 use crate::udf::{expand_markers, Derivative};
@@ -90,14 +90,14 @@ fn read_as_real(expr: Expr) -> Result<Expr> {
             }
             return Ok(Expr::Case(case));
         }
-        Expr::BinaryExpr(b) => !is_truth_valued(b.op),
+        e if is_condition(e) => false,
+        Expr::BinaryExpr(_) | Expr::Negative(_) | Expr::Alias(_) => true,
         Expr::ScalarFunction(f) => {
             let name = f.func.name();
             Derivative::from_name(name).is_some() || rules::rule(name).is_some()
         }
         Expr::Cast(c) => c.field.data_type().is_numeric(),
         Expr::TryCast(c) => c.field.data_type().is_numeric(),
-        Expr::Negative(_) | Expr::Alias(_) => true,
         _ => false,
     };
     if !arithmetic {

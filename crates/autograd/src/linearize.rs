@@ -86,16 +86,9 @@ impl<'a> Linearizer<'a> {
             }
             Expr::Alias(alias) => self.tangent(&alias.expr),
             Expr::Negative(u) => self.apply("negative", &[u.as_ref().clone()], expr),
-            Expr::BinaryExpr(b) => {
-                let op = b.op.to_string();
-                if is_truth_valued(b.op) {
-                    return Ok(Tangent::Zero);
-                }
-                self.apply(
-                    &op,
-                    &[b.left.as_ref().clone(), b.right.as_ref().clone()],
-                    expr,
-                )
+            Expr::BinaryExpr(b) if !is_truth_valued(b.op) => {
+                let args = [b.left.as_ref().clone(), b.right.as_ref().clone()];
+                self.apply(&b.op.to_string(), &args, expr)
             }
             Expr::ScalarFunction(f) => self.apply(f.func.name(), &f.args, expr),
             Expr::Cast(Cast { expr: u, field }) | Expr::TryCast(TryCast { expr: u, field }) => {
@@ -103,22 +96,7 @@ impl<'a> Linearizer<'a> {
             }
             Expr::Case(case) => self.case(case),
             // Truth values are piecewise constant in their inputs.
-            Expr::Not(_)
-            | Expr::IsNull(_)
-            | Expr::IsNotNull(_)
-            | Expr::IsTrue(_)
-            | Expr::IsFalse(_)
-            | Expr::IsUnknown(_)
-            | Expr::IsNotTrue(_)
-            | Expr::IsNotFalse(_)
-            | Expr::IsNotUnknown(_)
-            | Expr::Between(_)
-            | Expr::Like(_)
-            | Expr::SimilarTo(_)
-            | Expr::InList(_)
-            | Expr::Exists(_)
-            | Expr::InSubquery(_)
-            | Expr::SetComparison(_) => Ok(Tangent::Zero),
+            e if is_condition(e) => Ok(Tangent::Zero),
             Expr::ScalarSubquery(subquery) => {
                 let correlated = subquery
                     .outer_ref_columns
@@ -234,6 +212,30 @@ fn as_real(expr: Expr, schema: &DFSchema) -> Result<Expr> {
         _ => Ok(Transformed::no(e)),
     })
     .map(|t| t.data)
+}
+
+/// Whether `expr` yields a truth value.
+pub(crate) fn is_condition(expr: &Expr) -> bool {
+    match expr {
+        Expr::BinaryExpr(b) => is_truth_valued(b.op),
+        Expr::Not(_)
+        | Expr::IsNull(_)
+        | Expr::IsNotNull(_)
+        | Expr::IsTrue(_)
+        | Expr::IsFalse(_)
+        | Expr::IsUnknown(_)
+        | Expr::IsNotTrue(_)
+        | Expr::IsNotFalse(_)
+        | Expr::IsNotUnknown(_)
+        | Expr::Between(_)
+        | Expr::Like(_)
+        | Expr::SimilarTo(_)
+        | Expr::InList(_)
+        | Expr::Exists(_)
+        | Expr::InSubquery(_)
+        | Expr::SetComparison(_) => true,
+        _ => false,
+    }
 }
 
 /// Comparisons and connectives yield truth values, which are piecewise

@@ -8,7 +8,7 @@
 use std::sync::{Arc, LazyLock};
 
 use datafusion_common::arrow::datatypes::DataType;
-use datafusion_common::tree_node::{Transformed, TreeNode};
+use datafusion_common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion_common::{exec_err, plan_err, Column, DFSchema, Result};
 use datafusion_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion_expr::{
@@ -17,7 +17,7 @@ use datafusion_expr::{
 };
 use datafusion_optimizer::analyzer::type_coercion::TypeCoercionRewriter;
 
-use crate::linearize::Linearizer;
+use crate::linearize::{is_condition, Linearizer};
 
 /// Which derivative a marker stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -93,6 +93,9 @@ impl Derivative {
         }
         let derivative = derivative.into_expr();
         match schema {
+            // The common case needs no second typing pass over the derivative,
+            // which is far larger than its inputs.
+            Some(schema) if args.iter().all(|a| computes_in_double(a, schema)) => Ok(derivative),
             Some(schema) => as_double(derivative, schema),
             None => Ok(derivative),
         }
@@ -108,6 +111,24 @@ fn column_of(expr: &Expr) -> Option<Column> {
         Expr::Alias(a) => column_of(&a.expr),
         _ => None,
     }
+}
+
+/// Whether every number `expr` computes is a DOUBLE (conditions aside). A
+/// derivative built from such pieces and DOUBLE literals is DOUBLE throughout.
+fn computes_in_double(expr: &Expr, schema: &DFSchema) -> bool {
+    let mut double = true;
+    let _ = expr.apply(|e| {
+        if is_condition(e) {
+            return Ok(TreeNodeRecursion::Jump);
+        }
+        double = matches!(e.get_type(schema), Ok(DataType::Float64));
+        Ok(if double {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    });
+    double
 }
 
 /// Types `expr` the way the analyzer would have, then makes it DOUBLE, the
