@@ -2,7 +2,7 @@
 # Developer entry point. Usage: bash scripts/dev.sh <setup|train|test>
 #   setup  create .venv, install the Python dependencies, build the extension into it
 #   train  setup, then fit a model by gradient descent in one SQL statement, from Python
-#   test   setup, then run every Rust and Python test
+#   test   setup, then run every Rust and Python test (the benchmarks' quick modes among them)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

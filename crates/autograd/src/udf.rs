@@ -42,6 +42,15 @@ impl Derivative {
         }
     }
 
+    /// The marker's scalar UDF.
+    pub fn udf(self) -> Arc<ScalarUDF> {
+        match self {
+            Derivative::Grad => grad_udf(),
+            Derivative::Jvp => jvp_udf(),
+            Derivative::Vjp => vjp_udf(),
+        }
+    }
+
     /// The marker called `name`, if any.
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|d| d.name() == name)
@@ -256,7 +265,7 @@ pub fn vjp_udf() -> Arc<ScalarUDF> {
 /// # });
 /// ```
 pub fn udfs() -> Vec<Arc<ScalarUDF>> {
-    vec![grad_udf(), jvp_udf(), vjp_udf()]
+    Derivative::ALL.map(Derivative::udf).to_vec()
 }
 
 /// Marker calls for the DataFrame API; the planner differentiates them.

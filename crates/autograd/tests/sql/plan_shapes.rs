@@ -289,17 +289,25 @@ async fn null_rows() {
     let got = rows(
         &ctx,
         "SELECT grad(x * x, x), grad(coalesce(x, y * y), y), grad(coalesce(x, y * y), x), \
-                grad(nullif(x, 2.0) * 3, x) \
+                grad(nullif(x, 2.0) * 3, x), grad(greatest(x, y), x), grad(least(x, y), y) \
          FROM n ORDER BY id",
     )
     .await;
+    // greatest/least skip NULL arguments, and so do their derivatives.
     let expected = [
-        [Some(4.0), Some(0.0), Some(1.0), None],
-        [None, Some(6.0), Some(0.0), None],
-        [Some(-2.0), Some(0.0), Some(1.0), Some(3.0)],
-        [None, None, Some(0.0), None],
+        [Some(4.0), Some(0.0), Some(1.0), None, Some(0.0), Some(0.0)],
+        [None, Some(6.0), Some(0.0), None, Some(0.0), Some(1.0)],
+        [
+            Some(-2.0),
+            Some(0.0),
+            Some(1.0),
+            Some(3.0),
+            Some(1.0),
+            Some(0.0),
+        ],
     ];
     for (r, e) in got.iter().zip(expected) {
         assert_eq!(r.as_slice(), e.as_slice());
     }
+    assert_eq!(got[3][..4], [None, None, Some(0.0), None]);
 }

@@ -115,12 +115,7 @@ fn derivative<'py>(
             .iter()
             .map(|a| expr_from_bytes(a))
             .collect::<Result<Vec<_>, _>>()?;
-        let call = match marker {
-            Derivative::Grad => datafusion_autograd::grad_udf(),
-            Derivative::Jvp => datafusion_autograd::jvp_udf(),
-            Derivative::Vjp => datafusion_autograd::vjp_udf(),
-        }
-        .call(args);
+        let call = marker.udf().call(args);
         expr_to_bytes(&expand_detached(call)?)
     };
     Ok(PyBytes::new(py, &expand().map_err(py_err)?))

@@ -1,0 +1,559 @@
+"""A neural network trained in SQL: 64 → 32 tanh → 10 softmax on handwritten digits.
+
+The data are scikit-learn's bundled 8×8 digits (1 797 images; pixels scaled to
+[0, 1]; a fixed, stratified 80/20 train/test split). Everything the network is
+lives in relations of one DataFusion context:
+
+* weights ``w1(i, j, w)``, ``b1(j, b)``, ``w2(j, k, w)``, ``b2(k, b)``;
+* data ``train_pixels(s, i, v)``, ``train_labels(s, k, onehot)`` (and ``test_…``);
+* the fixed, seeded mini-batch order ``schedule(step, s)``.
+
+One training step is eleven SQL statements, run in order by Python:
+
+1. forward — select the step's batch (``batch_pixels``, ``batch_labels``);
+   ``hidden(s, j, xw, z, h)``: join the pixels with ``w1`` on ``i``, SUM by
+   GROUP BY (s, j), add ``b1``, tanh; ``output(s, k, hw, z, m, total, p, logp,
+   onehot)``: the logits likewise over ``w2`` and ``b2``, then the softmax —
+   subtract the per-sample max m, exp, divide by the per-sample SUM total —
+   and its logarithm ``logp = z − m − ln(total)``; the batch loss
+   ``−Σ onehot·logp / n`` is read back;
+2. backward — every local derivative is a ``vjp()`` of the expression the
+   forward pass computed, and nothing is differentiated by hand: the cotangent
+   of ``logp`` is ``vjp(−onehot·logp, logp, 1/n)``; it reaches the logits
+   through ``vjp(z − m − ln(total), z, ·)`` and, summed per sample by GROUP BY,
+   through ``vjp(z − m − ln(total), total, ·)`` and ``vjp(exp(z − m), z, ·)``;
+   the hidden units' cotangent is ``SUM(vjp(h·w, h, δ))`` over a join with
+   ``w2`` and ``vjp(tanh(z), z, ·)`` takes it through the activation. Joins carry
+   cotangents from one relation to another, GROUP BY SUM adds them up;
+3. update — each parameter table is replaced by ``w − lr·SUM(vjp(h·w, w, δ))``
+   (``vjp(xw + b, b, δ)`` for biases), grouped by the parameter's keys.
+
+The test-set loss and accuracy are one SQL query over the same forward pass.
+
+A numpy network with the same seeded initialisation (uniform ±1/√fan_in), the
+same learning rate and the same mini-batches, whose gradients are the usual
+hand-derived matrix formulas ((p − onehot)/n for the logits), must produce the
+same loss at every step to a relative 1e-9.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/mlp_digits.py           # 30 epochs, 690 steps
+    .venv/bin/python benchmarks/mlp_digits.py --quick   # 8 steps
+    .venv/bin/python benchmarks/mlp_digits.py --out /tmp/plots
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import numpy as np
+import pyarrow as pa
+from matplotlib.figure import Figure
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from tqdm import tqdm
+
+from datafusion_autograd import AutogradContext
+
+FEATURES, HIDDEN, CLASSES = 64, 32, 10
+RTOL = 1e-9
+DEFAULT_OUT = Path(__file__).resolve().parent / "results"
+
+Array = np.ndarray
+Params = dict[str, Array]
+
+BACKWARD_NOTE = (
+    "Backward pass: every local derivative is a vjp() in SQL, the softmax–cross-entropy "
+    "delta included (nothing is differentiated by hand); joins carry cotangents between "
+    "relations and GROUP BY SUM accumulates them."
+)
+
+
+@dataclass(frozen=True)
+class Config:
+    lr: float = 0.5
+    batch_size: int = 64
+    epochs: int = 30
+    # Stops training early (quick mode); None trains every epoch.
+    max_steps: int | None = None
+    seed: int = 0
+
+
+FULL = Config()
+QUICK = Config(epochs=1, max_steps=8)
+
+
+@dataclass(frozen=True)
+class Split:
+    train_x: Array
+    train_y: Array
+    test_x: Array
+    test_y: Array
+
+
+def load_split() -> Split:
+    digits = load_digits()
+    x = digits.data / 16.0
+    train_x, test_x, train_y, test_y = train_test_split(
+        x, digits.target, test_size=0.2, random_state=0, stratify=digits.target
+    )
+    return Split(train_x, train_y, test_x, test_y)
+
+
+def init_params(rng: np.random.Generator) -> Params:
+    """Uniform in ±1/√fan_in, weights and biases alike."""
+
+    def uniform(shape: tuple[int, ...], fan_in: int) -> Array:
+        bound = 1.0 / np.sqrt(fan_in)
+        return rng.uniform(-bound, bound, shape)
+
+    return {
+        "w1": uniform((FEATURES, HIDDEN), FEATURES),
+        "b1": uniform((HIDDEN,), FEATURES),
+        "w2": uniform((HIDDEN, CLASSES), HIDDEN),
+        "b2": uniform((CLASSES,), HIDDEN),
+    }
+
+
+def batch_schedule(rng: np.random.Generator, samples: int, config: Config) -> list[Array]:
+    """Sample ids of every step: a fresh permutation per epoch, cut into batches."""
+    batches = []
+    for _ in range(config.epochs):
+        order = rng.permutation(samples)
+        batches += [order[start : start + config.batch_size] for start in range(0, samples, config.batch_size)]
+    return batches[: config.max_steps]
+
+
+def one_hot(labels: Array) -> Array:
+    return np.eye(CLASSES)[labels]
+
+
+# --- SQL -------------------------------------------------------------------------------------
+
+SELECT_BATCH = """
+CREATE OR REPLACE TABLE batch_{data} AS
+SELECT d.* FROM train_{data} d JOIN schedule b ON d.s = b.s WHERE b.step = {step}
+"""
+
+# One row per (sample, hidden unit): xw = Σ_i x·w1, z = xw + b1, h = tanh(z).
+HIDDEN_LAYER = """
+SELECT xw.s, xw.j, xw.xw, xw.xw + b1.b AS z, tanh(xw.xw + b1.b) AS h
+FROM (SELECT x.s, w1.j, SUM(x.v * w1.w) AS xw
+      FROM {pixels} x JOIN w1 ON x.i = w1.i
+      GROUP BY x.s, w1.j) xw
+JOIN b1 ON xw.j = b1.j
+"""
+
+# One row per (sample, class): hw = Σ_j h·w2, logits z = hw + b2, their per-sample max m,
+# total = Σ_k exp(z − m), the softmax p and its logarithm (computed without rounding p first).
+OUTPUT_LAYER = """
+WITH logits AS (
+    SELECT hw.s, hw.k, hw.hw, hw.hw + b2.b AS z
+    FROM (SELECT h.s, w2.k, SUM(h.h * w2.w) AS hw
+          FROM {hidden} h JOIN w2 ON h.j = w2.j
+          GROUP BY h.s, w2.k) hw
+    JOIN b2 ON hw.k = b2.k
+),
+shifted AS (
+    SELECT s, k, hw, z, MAX(z) OVER (PARTITION BY s) AS m FROM logits
+),
+normalised AS (
+    SELECT s, k, hw, z, m, SUM(exp(z - m)) OVER (PARTITION BY s) AS total FROM shifted
+)
+SELECT n.s, n.k, n.hw, n.z, n.m, n.total,
+       exp(n.z - n.m) / n.total AS p,
+       n.z - n.m - ln(n.total) AS logp,
+       y.onehot
+FROM normalised n JOIN {labels} y ON n.s = y.s AND n.k = y.k
+"""
+
+# Mean cross-entropy, and the share of samples whose true class has the largest probability.
+METRICS = """
+SELECT -SUM(onehot * logp) / COUNT(DISTINCT s) AS loss,
+       SUM(CASE WHEN onehot = 1 AND p = best THEN 1.0 ELSE 0.0 END) / COUNT(DISTINCT s) AS accuracy
+FROM (SELECT s, p, logp, onehot, MAX(p) OVER (PARTITION BY s) AS best FROM {output}) o
+"""
+
+# δ = ∂loss/∂z per (sample, class). The loss is the batch mean of −Σ_k onehot·logp, so each
+# logp gets the cotangent vjp(−onehot·logp, logp, 1/n). logp = z − m − ln(total) reaches z
+# directly and through total = Σ_k exp(z − m). m is held constant: logp does not depend on it
+# (the m in total cancels the explicit one), so this is the exact derivative.
+OUTPUT_GRAD = """
+CREATE OR REPLACE TABLE output_grad AS
+WITH batch AS (
+    SELECT COUNT(DISTINCT s) AS n FROM output
+),
+logp_grad AS (
+    SELECT o.s, o.k, o.z, o.m, o.total, vjp(-o.onehot * o.logp, o.logp, 1.0 / batch.n) AS g
+    FROM output o CROSS JOIN batch
+),
+total_grad AS (
+    SELECT s, SUM(vjp(z - m - ln(total), total, g)) AS g FROM logp_grad GROUP BY s
+)
+SELECT l.s, l.k, vjp(l.z - l.m - ln(l.total), l.z, l.g) + vjp(exp(l.z - l.m), l.z, t.g) AS delta
+FROM logp_grad l JOIN total_grad t ON l.s = t.s
+"""
+
+# δ = ∂loss/∂z per (sample, hidden unit): the cotangent of h is the sum over classes of
+# vjp(h·w2, h, δ_out), then tanh's vjp.
+HIDDEN_GRAD = """
+CREATE OR REPLACE TABLE hidden_grad AS
+SELECT h.s, h.j, vjp(tanh(h.z), h.z, up.g) AS delta
+FROM (SELECT hid.s, hid.j, SUM(vjp(hid.h * w2.w, hid.h, d.delta)) AS g
+      FROM hidden hid
+      JOIN w2 ON hid.j = w2.j
+      JOIN output_grad d ON d.s = hid.s AND d.k = w2.k
+      GROUP BY hid.s, hid.j) up
+JOIN hidden h ON h.s = up.s AND h.j = up.j
+"""
+
+# Each parameter moves against the sum over the batch of the vjp of the forward expression
+# it appears in, grouped by its own keys. Both gradients above read the old w2, so the
+# updates run after them.
+UPDATES = (
+    """
+CREATE OR REPLACE TABLE w1 AS
+SELECT w1.i, w1.j, w1.w - {lr} * SUM(vjp(x.v * w1.w, w1.w, d.delta)) AS w
+FROM w1
+JOIN batch_pixels x ON x.i = w1.i
+JOIN hidden_grad d ON d.s = x.s AND d.j = w1.j
+GROUP BY w1.i, w1.j, w1.w
+""",
+    """
+CREATE OR REPLACE TABLE b1 AS
+SELECT b1.j, b1.b - {lr} * SUM(vjp(h.xw + b1.b, b1.b, d.delta)) AS b
+FROM b1
+JOIN hidden h ON h.j = b1.j
+JOIN hidden_grad d ON d.s = h.s AND d.j = h.j
+GROUP BY b1.j, b1.b
+""",
+    """
+CREATE OR REPLACE TABLE w2 AS
+SELECT w2.j, w2.k, w2.w - {lr} * SUM(vjp(h.h * w2.w, w2.w, d.delta)) AS w
+FROM w2
+JOIN hidden h ON h.j = w2.j
+JOIN output_grad d ON d.s = h.s AND d.k = w2.k
+GROUP BY w2.j, w2.k, w2.w
+""",
+    """
+CREATE OR REPLACE TABLE b2 AS
+SELECT b2.k, b2.b - {lr} * SUM(vjp(o.hw + b2.b, b2.b, d.delta)) AS b
+FROM b2
+JOIN output o ON o.k = b2.k
+JOIN output_grad d ON d.s = o.s AND d.k = o.k
+GROUP BY b2.k, b2.b
+""",
+)
+
+
+def evaluation_sql(data: str) -> str:
+    """Loss and accuracy on ``{data}_pixels``/``{data}_labels``, as one query."""
+    hidden = HIDDEN_LAYER.format(pixels=f"{data}_pixels")
+    output = OUTPUT_LAYER.format(hidden="eval_hidden", labels=f"{data}_labels")
+    return f"WITH eval_hidden AS ({hidden}), eval_output AS ({output})" + METRICS.format(output="eval_output")
+
+
+def matrix_relation(matrix: Array, row: str, column: str, value: str) -> dict[str, Array]:
+    """A matrix in long form: one row per entry, keyed by its indices."""
+    rows, columns = np.indices(matrix.shape)
+    return {row: rows.ravel(), column: columns.ravel(), value: matrix.ravel()}
+
+
+def param_relations(params: Params) -> dict[str, dict[str, Array]]:
+    return {
+        "w1": matrix_relation(params["w1"], "i", "j", "w"),
+        "b1": {"j": np.arange(HIDDEN), "b": params["b1"]},
+        "w2": matrix_relation(params["w2"], "j", "k", "w"),
+        "b2": {"k": np.arange(CLASSES), "b": params["b2"]},
+    }
+
+
+def data_relations(split: Split, schedule: list[Array]) -> dict[str, dict[str, Array]]:
+    return {
+        "train_pixels": matrix_relation(split.train_x, "s", "i", "v"),
+        "train_labels": matrix_relation(one_hot(split.train_y), "s", "k", "onehot"),
+        "test_pixels": matrix_relation(split.test_x, "s", "i", "v"),
+        "test_labels": matrix_relation(one_hot(split.test_y), "s", "k", "onehot"),
+        "schedule": {
+            "step": np.concatenate([np.full(len(batch), step) for step, batch in enumerate(schedule)]),
+            "s": np.concatenate(schedule),
+        },
+    }
+
+
+class SqlMlp:
+    """The network as relations in one ``AutogradContext``; each step is SQL only."""
+
+    def __init__(self, params: Params, split: Split, schedule: list[Array], lr: float) -> None:
+        self.ctx = AutogradContext()
+        self.lr = lr
+        for name, columns in {**param_relations(params), **data_relations(split, schedule)}.items():
+            self.ctx.register_record_batches(name, [[pa.RecordBatch.from_pydict(columns)]])
+
+    def step(self, step: int) -> float:
+        """One gradient step on the batch of ``step``; returns the loss before it."""
+        loss = self.forward(step)
+        self.backward()
+        self.update()
+        return loss
+
+    def forward(self, step: int) -> float:
+        for data in ("pixels", "labels"):
+            self._execute(SELECT_BATCH.format(data=data, step=step))
+        self._execute("CREATE OR REPLACE TABLE hidden AS " + HIDDEN_LAYER.format(pixels="batch_pixels"))
+        self._execute(
+            "CREATE OR REPLACE TABLE output AS " + OUTPUT_LAYER.format(hidden="hidden", labels="batch_labels")
+        )
+        return self._row(METRICS.format(output="output"))["loss"]
+
+    def backward(self) -> None:
+        self._execute(OUTPUT_GRAD)
+        self._execute(HIDDEN_GRAD)
+
+    def update(self) -> None:
+        for statement in UPDATES:
+            self._execute(statement.format(lr=repr(self.lr)))
+
+    def evaluate(self) -> tuple[float, float]:
+        """(loss, accuracy) on the test set."""
+        metrics = self._row(evaluation_sql("test"))
+        return metrics["loss"], metrics["accuracy"]
+
+    def params(self) -> Params:
+        """The current weights, read back into arrays shaped like ``init_params``'."""
+        w1 = self._column("SELECT w FROM w1 ORDER BY i, j", "w").reshape(FEATURES, HIDDEN)
+        w2 = self._column("SELECT w FROM w2 ORDER BY j, k", "w").reshape(HIDDEN, CLASSES)
+        b1 = self._column("SELECT b FROM b1 ORDER BY j", "b")
+        b2 = self._column("SELECT b FROM b2 ORDER BY k", "b")
+        return {"w1": w1, "b1": b1, "w2": w2, "b2": b2}
+
+    def _execute(self, statement: str) -> None:
+        # CREATE statements take effect when planned; collect() returns nothing for them.
+        self.ctx.sql(statement).collect()
+
+    def _row(self, query: str) -> dict[str, float]:
+        return {name: values[0] for name, values in self.ctx.sql(query).to_pydict().items()}
+
+    def _column(self, query: str, name: str) -> Array:
+        return np.array(self.ctx.sql(query).to_pydict()[name])
+
+
+class NumpyMlp:
+    """The same network in numpy, with gradients derived by hand."""
+
+    def __init__(self, params: Params, lr: float) -> None:
+        self.params = {name: value.copy() for name, value in params.items()}
+        self.lr = lr
+
+    def forward(self, x: Array) -> tuple[Array, Array]:
+        """(hidden activations, log-softmax of the logits)."""
+        hidden = np.tanh(x @ self.params["w1"] + self.params["b1"])
+        logits = hidden @ self.params["w2"] + self.params["b2"]
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        return hidden, shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+    def step(self, x: Array, onehot: Array) -> float:
+        """One gradient step on (x, onehot); returns the loss before it."""
+        n = len(x)
+        hidden, logp = self.forward(x)
+        delta_out = (np.exp(logp) - onehot) / n
+        delta_hidden = (delta_out @ self.params["w2"].T) * (1.0 - hidden**2)
+        grads = {
+            "w1": x.T @ delta_hidden,
+            "b1": delta_hidden.sum(axis=0),
+            "w2": hidden.T @ delta_out,
+            "b2": delta_out.sum(axis=0),
+        }
+        for name, grad in grads.items():
+            self.params[name] -= self.lr * grad
+        return float(-np.sum(onehot * logp) / n)
+
+    def evaluate(self, x: Array, labels: Array) -> tuple[float, float]:
+        """(loss, accuracy) on (x, labels)."""
+        _, logp = self.forward(x)
+        loss = -np.mean(logp[np.arange(len(x)), labels])
+        return float(loss), float(np.mean(logp.argmax(axis=1) == labels))
+
+
+@dataclass
+class History:
+    """What one implementation did: loss and time per step, test metrics at checkpoints."""
+
+    losses: list[float] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)
+    test_losses: list[float] = field(default_factory=list)
+    test_accuracies: list[float] = field(default_factory=list)
+
+    def record_step(self, loss: float, seconds: float) -> None:
+        self.losses.append(loss)
+        self.step_seconds.append(seconds)
+
+    def record_evaluation(self, metrics: tuple[float, float]) -> None:
+        self.test_losses.append(metrics[0])
+        self.test_accuracies.append(metrics[1])
+
+
+@dataclass
+class Run:
+    """Both trainings: histories, the step counts after which both were evaluated, final weights."""
+
+    sql: History = field(default_factory=History)
+    numpy: History = field(default_factory=History)
+    evaluated_after: list[int] = field(default_factory=list)
+    sql_params: Params = field(default_factory=dict)
+    numpy_params: Params = field(default_factory=dict)
+
+
+Result = TypeVar("Result")
+
+
+def timed(function: Callable[..., Result], *args: Any) -> tuple[Result, float]:
+    started = time.perf_counter()
+    result = function(*args)
+    return result, time.perf_counter() - started
+
+
+def train(config: Config, split: Split) -> Run:
+    """Trains the SQL and numpy networks side by side on the same batches.
+
+    Both are evaluated on the test set before the first step, after every epoch
+    and after the last step.
+    """
+    rng = np.random.default_rng(config.seed)
+    params = init_params(rng)
+    schedule = batch_schedule(rng, len(split.train_x), config)
+    steps_per_epoch = -(-len(split.train_x) // config.batch_size)
+    train_onehot = one_hot(split.train_y)
+    sql, reference = SqlMlp(params, split, schedule, config.lr), NumpyMlp(params, config.lr)
+    run = Run()
+
+    def evaluate(done: int) -> None:
+        run.sql.record_evaluation(sql.evaluate())
+        run.numpy.record_evaluation(reference.evaluate(split.test_x, split.test_y))
+        run.evaluated_after.append(done)
+
+    evaluate(0)
+    progress = tqdm(enumerate(schedule), total=len(schedule), desc="training in SQL", unit="step")
+    for step, batch in progress:
+        run.sql.record_step(*timed(sql.step, step))
+        run.numpy.record_step(*timed(reference.step, split.train_x[batch], train_onehot[batch]))
+        done = step + 1
+        if done % steps_per_epoch == 0 or done == len(schedule):
+            evaluate(done)
+            progress.set_postfix(loss=f"{run.sql.losses[-1]:.4f}", test_acc=f"{run.sql.test_accuracies[-1]:.3f}")
+    run.sql_params, run.numpy_params = sql.params(), reference.params
+    return run
+
+
+def max_relative_difference(got: Array | list[float], want: Array | list[float]) -> float:
+    got, want = np.asarray(got, dtype=float), np.asarray(want, dtype=float)
+    return float(np.max(np.abs(got - want) / np.abs(want)))
+
+
+def params_difference(got: Params, want: Params) -> float:
+    """Largest entry-wise |got − want| relative to the largest |want| of the same tensor."""
+    return max(float(np.max(np.abs(got[name] - want[name])) / np.max(np.abs(want[name]))) for name in want)
+
+
+def plot(run: Run, path: Path) -> None:
+    sql, reference, evaluated = run.sql, run.numpy, run.evaluated_after
+    # A bare Figure renders with Agg and leaves pyplot's global state alone.
+    figure = Figure(figsize=(11, 4), layout="tight")
+    losses, accuracy = figure.subplots(1, 2)
+    # Step t's batch loss is measured at the weights after t updates, like an evaluation after t.
+    steps = np.arange(len(sql.losses))
+    losses.plot(steps, sql.losses, label="SQL: batch loss", linewidth=1.5)
+    losses.plot(steps, reference.losses, "--", label="numpy: batch loss", linewidth=1)
+    losses.plot(evaluated, sql.test_losses, "o-", label="SQL: test loss", markersize=3)
+    losses.set(xlabel="updates done", ylabel="cross-entropy", yscale="log", title="Loss")
+    losses.legend()
+    accuracy.plot(evaluated, sql.test_accuracies, "o-", label="SQL", markersize=3)
+    accuracy.plot(evaluated, reference.test_accuracies, "x--", label="numpy", markersize=5)
+    accuracy.set(xlabel="updates done", ylabel="test accuracy", ylim=(0, 1), title="Test accuracy")
+    accuracy.legend(loc="lower right")
+    figure.suptitle("MLP 64 → 32 tanh → 10 softmax on sklearn digits, trained in SQL")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+
+
+def check(run: Run) -> None:
+    """The SQL run is the numpy run: losses at every step and evaluation, and final weights."""
+    sql, reference = run.sql, run.numpy
+    np.testing.assert_allclose(sql.losses, reference.losses, rtol=RTOL, atol=0)
+    np.testing.assert_allclose(sql.test_losses, reference.test_losses, rtol=RTOL, atol=0)
+    np.testing.assert_array_equal(sql.test_accuracies, reference.test_accuracies)
+    for name, want in run.numpy_params.items():
+        # Entries near 0 are judged against the scale of their tensor.
+        np.testing.assert_allclose(run.sql_params[name], want, rtol=RTOL, atol=RTOL * np.max(np.abs(want)))
+
+
+def report(config: Config, result: dict) -> None:
+    print(
+        f"{result['steps']} steps (batch {config.batch_size}, lr {config.lr}), "
+        f"wall time {result['wall_seconds']:.1f} s"
+    )
+    print(BACKWARD_NOTE)
+    print(f"batch loss: first {result['sql_losses'][0]:.4f}, last {result['sql_losses'][-1]:.4f}")
+    print(
+        f"SQL vs numpy: max relative difference {result['max_rel_loss_diff']:.1e} in the loss over every step, "
+        f"{result['max_rel_test_loss_diff']:.1e} in the test loss, {result['max_rel_param_diff']:.1e} in the "
+        "final weights"
+    )
+    print(
+        f"test accuracy: SQL {result['test_accuracy']:.4f}, numpy {result['numpy_test_accuracy']:.4f} "
+        f"({result['test_samples']} held-out images)"
+    )
+    print(
+        f"time per step: SQL {1e3 * result['sql_step_seconds']:.1f} ms, "
+        f"numpy {1e3 * result['numpy_step_seconds']:.3f} ms"
+    )
+    print(f"curves: {result['png']}")
+
+
+def main(quick: bool = False, out: Path | None = None) -> dict:
+    """Trains in SQL and numpy, checks they agree step by step, plots and reports."""
+    config = QUICK if quick else FULL
+    split = load_split()
+    run, wall_seconds = timed(train, config, split)
+    check(run)
+    png = Path(out if out is not None else DEFAULT_OUT) / ("mlp_digits_quick.png" if quick else "mlp_digits.png")
+    plot(run, png)
+    sql, reference = run.sql, run.numpy
+    result = {
+        "steps": len(sql.losses),
+        "sql_losses": np.array(sql.losses),
+        "numpy_losses": np.array(reference.losses),
+        "max_rel_loss_diff": max_relative_difference(sql.losses, reference.losses),
+        "evaluated_after": run.evaluated_after,
+        "sql_test_losses": np.array(sql.test_losses),
+        "numpy_test_losses": np.array(reference.test_losses),
+        "max_rel_test_loss_diff": max_relative_difference(sql.test_losses, reference.test_losses),
+        "sql_test_accuracies": np.array(sql.test_accuracies),
+        "numpy_test_accuracies": np.array(reference.test_accuracies),
+        "test_accuracy": sql.test_accuracies[-1],
+        "numpy_test_accuracy": reference.test_accuracies[-1],
+        "test_samples": len(split.test_y),
+        "max_rel_param_diff": params_difference(run.sql_params, run.numpy_params),
+        "sql_step_seconds": float(np.mean(sql.step_seconds)),
+        "numpy_step_seconds": float(np.mean(reference.step_seconds)),
+        "wall_seconds": wall_seconds,
+        "png": png,
+    }
+    report(config, result)
+    return result
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help=f"train {QUICK.max_steps} steps only")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for the PNG of the curves")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    main(quick=arguments.quick, out=arguments.out)

@@ -1,0 +1,347 @@
+"""The benchmark suite: every ratio measured side by side in one run.
+
+    .venv/bin/python benchmarks/run.py            # full run, by hand (release build, ~20 min)
+    .venv/bin/python benchmarks/run.py --quick    # smoke run, part of the test command
+
+- P1  ``SELECT SUM(grad(f(x), x))`` against the same derivative written by hand in SQL,
+      on the same engine (PyPI ``datafusion`` through the SQL bridge), for several f;
+- P2  the same against numpy's vectorised closed form;
+- P3  the same against JAX ``jit(vmap(grad(f)))`` on CPU, when JAX is installed;
+- P4  nesting depth: derivative size, planning and execution time (Rust, criterion);
+- P5  planning overhead per marker: native in-planner, in-planner across FFI (Rust,
+      criterion, the cdylib loaded with dlopen), and the Python SQL bridge;
+- P6  one training step of the digits MLP, SQL against numpy.
+
+Timings in Python are interleaved (every variant once per round, the order rotating),
+reported as median and min–max. The full run writes ``benchmarks/results/`` and the
+results section of ``benchmarks/README.md``; ``--quick`` writes ``benchmarks/results/quick/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pyarrow as pa
+from datafusion import SessionContext
+
+import datafusion_autograd
+from datafusion_autograd import AutogradContext
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+README = HERE / "README.md"
+RESULTS_BEGIN = "<!-- results:begin -->"
+RESULTS_END = "<!-- results:end -->"
+
+try:
+    import jax
+    import jax.numpy as jnp
+
+    jax.config.update("jax_enable_x64", True)
+except ImportError:
+    jax = None
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    """A function of x with its derivative written by hand, in SQL and numpy."""
+
+    name: str
+    f: str
+    derivative_sql: str
+    derivative_numpy: Callable[[np.ndarray], np.ndarray]
+    f_jax: Callable
+
+
+ELEMENTWISE = [
+    Elementwise(
+        "polynomial",
+        "3 * x * x * x - 2 * x * x + x - 5",
+        "9 * x * x - 4 * x + 1",
+        lambda x: 9 * x * x - 4 * x + 1,
+        lambda x: 3 * x**3 - 2 * x**2 + x - 5,
+    ),
+    Elementwise(
+        "transcendental",
+        "sin(x) * exp(-x * x) + ln(1 + x * x)",
+        "cos(x) * exp(-x * x) - 2 * x * sin(x) * exp(-x * x) + 2 * x / (1 + x * x)",
+        lambda x: np.cos(x) * np.exp(-x * x) - 2 * x * np.sin(x) * np.exp(-x * x) + 2 * x / (1 + x * x),
+        lambda x: jnp.sin(x) * jnp.exp(-x * x) + jnp.log(1 + x * x),
+    ),
+    Elementwise(
+        "relu",
+        "greatest(x, 0.0)",
+        "CASE WHEN x >= 0 THEN 1.0 ELSE 0.0 END",
+        lambda x: (x >= 0).astype(np.float64),
+        lambda x: jnp.maximum(x, 0.0),
+    ),
+]
+
+
+@dataclass
+class Timing:
+    """Seconds of repeated runs of one variant."""
+
+    seconds: list[float]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.seconds)
+
+    def span(self) -> str:
+        return f"{fmt(self.median)} ({fmt(min(self.seconds))}–{fmt(max(self.seconds))})"
+
+
+def fmt(seconds: float) -> str:
+    if seconds >= 1:
+        return f"{seconds:.2f} s"
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds * 1e6:.0f} µs"
+
+
+def interleaved(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, Timing]:
+    """Times each variant `repeats` times, one of each per round, rotating the order."""
+    names = list(variants)
+    for name in names:  # warm-up: plan caches, page faults, JIT
+        variants[name]()
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names[r % len(names):] + names[: r % len(names)]:
+            start = time.perf_counter()
+            variants[name]()
+            seconds[name].append(time.perf_counter() - start)
+    return {name: Timing(s) for name, s in seconds.items()}
+
+
+def machine() -> dict[str, str]:
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
+        platform.processor(),
+    )
+    memory_kb = next(
+        (int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")),
+        0,
+    )
+    import datafusion
+
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "memory": f"{memory_kb / 2**20:.0f} GiB",
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "datafusion (PyPI)": datafusion.__version__,
+        "numpy": np.__version__,
+        "jax": jax.__version__ if jax is not None else "not installed",
+    }
+
+
+def elementwise(rows: int, repeats: int) -> list[dict]:
+    """P1–P3: one derivative over `rows` points, five ways, side by side."""
+    x = np.random.default_rng(0).uniform(-2.0, 2.0, rows)
+    ctx = AutogradContext()
+    chunks = np.array_split(x, 2 * max(1, rows // 500_000))
+    batches = [pa.RecordBatch.from_pydict({"x": chunk}) for chunk in chunks]
+    ctx.register_record_batches("data", [batches[0::2], batches[1::2]])
+    x_jax = jnp.asarray(x) if jax is not None else None
+
+    def sql_sum(expression: str) -> Callable[[], float]:
+        query = f"SELECT SUM({expression}) AS s FROM data"
+        return lambda: ctx.sql(query).to_pydict()["s"][0]
+
+    results = []
+    for case in ELEMENTWISE:
+        variants: dict[str, Callable[[], object]] = {
+            "sql_grad": sql_sum(f"grad({case.f}, x)"),
+            "sql_by_hand": sql_sum(case.derivative_sql),
+            "numpy": lambda case=case: float(np.sum(case.derivative_numpy(x))),
+        }
+        if jax is not None:
+            summed = jax.jit(lambda v, f=case.f_jax: jnp.sum(jax.vmap(jax.grad(f))(v)))
+            variants["jax"] = lambda summed=summed: float(summed(x_jax).block_until_ready())
+        values = {name: float(run()) for name, run in variants.items()}
+        reference = values["numpy"]
+        for name, value in values.items():
+            if not np.isclose(value, reference, rtol=1e-9, atol=1e-9):
+                raise AssertionError(f"P1 {case.name}: {name} summed to {value}, numpy to {reference}")
+        timings = interleaved(variants, repeats)
+        results.append({"name": case.name, "f": case.f, "timings": timings})
+    return results
+
+
+def planning_bridge(repeats: int) -> dict[str, Timing]:
+    """P5 (Python): planning eight markers through the SQL bridge, against no markers."""
+    functions = [line for line in (HERE / "functions.txt").read_text().splitlines() if line.strip()]
+    table = pa.RecordBatch.from_pydict({"x": [1.0, -0.5], "y": [2.0, 0.25]})
+    bridged, plain = AutogradContext(), SessionContext()
+    for ctx in (bridged, plain):
+        ctx.register_record_batches("t", [[table]])
+    markers = "SELECT " + ", ".join(f"grad({f}, x)" for f in functions) + " FROM t"
+    primal = "SELECT " + ", ".join(functions) + " FROM t"
+    return interleaved(
+        {
+            "baseline": lambda: plain.sql(primal).optimized_logical_plan(),
+            "bridge": lambda: bridged.sql(markers).optimized_logical_plan(),
+        },
+        repeats,
+    )
+
+
+def criterion(quick: bool, out: Path) -> dict[str, Timing]:
+    """P4 and P5 (Rust): runs the criterion benches and reads their samples."""
+    home = out / "criterion"
+    env = dict(os.environ, CRITERION_HOME=str(home), AUTOGRAD_BENCH_ROWS="20000" if quick else "1000000")
+    env.setdefault("CARGO_TARGET_DIR", str(Path.home() / ".cache/datafusion-autograd/target"))
+    # The quick run reuses the test build; the full run measures an optimised build.
+    profile = ["--profile", "dev"] if quick else []
+    command = ["cargo", "bench", "--locked", *profile, "-p", "datafusion-autograd", "--bench", "nesting",
+               "-p", "datafusion-autograd-ffi", "--bench", "planning", "--", *(["--quick"] if quick else [])]
+    subprocess.run(command, cwd=ROOT, env=env, check=True)
+    timings = {}
+    for sample in home.glob("*/*/new/sample.json"):
+        data = json.loads(sample.read_text())
+        per_iteration = [t / n / 1e9 for t, n in zip(data["times"], data["iters"])]
+        timings[f"{sample.parents[2].name}/{sample.parents[1].name}"] = Timing(per_iteration)
+    return timings
+
+
+def mlp(quick: bool, out: Path) -> dict:
+    """P6: the digits MLP's step time in SQL and numpy (trained and checked by its own script)."""
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    import mlp_digits
+
+    run = mlp_digits.main(quick=quick, out=out)
+    return {key: run[key] for key in ("steps", "sql_step_seconds", "numpy_step_seconds", "test_accuracy", "max_rel_loss_diff")}
+
+
+def plot_elementwise(results: list[dict], path: Path) -> None:
+    variants = [v for v in ("sql_grad", "sql_by_hand", "numpy", "jax") if v in results[0]["timings"]]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(variants)
+    for i, variant in enumerate(variants):
+        medians = [r["timings"][variant].median for r in results]
+        low = [m - min(r["timings"][variant].seconds) for m, r in zip(medians, results)]
+        high = [max(r["timings"][variant].seconds) - m for m, r in zip(medians, results)]
+        positions = np.arange(len(results)) + i * width
+        ax.bar(positions, medians, width, yerr=[low, high], capsize=3, label=variant.replace("_", " "))
+    ax.set_xticks(np.arange(len(results)) + width * (len(variants) - 1) / 2, [r["name"] for r in results])
+    ax.set_ylabel("seconds (median, min–max)")
+    ax.set_title("P1–P3: one derivative over every row")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_nesting(sizes: list[dict], timings: dict[str, Timing], path: Path) -> None:
+    depths = [s["depth"] for s in sizes]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in (("primal_nodes", "f_d itself"), ("tree_nodes", "derivative, tree nodes"), ("distinct_nodes", "derivative, distinct subexpressions")):
+        left.loglog(depths, [s[key] for s in sizes], "o-", base=2, label=label)
+    left.set_xlabel("nesting depth d")
+    left.set_ylabel("nodes")
+    left.legend()
+    for group, label in (("nesting_planning", "planning"), ("nesting_execution", "execution")):
+        right.loglog(depths, [timings[f"{group}/{d}"].median for d in depths], "o-", base=2, label=label)
+    right.loglog(depths, [timings[f"nesting_execution/{depths[0]}"].median * d / depths[0] for d in depths], "k:", base=2, label="linear")
+    right.set_xlabel("nesting depth d")
+    right.set_ylabel("seconds (median)")
+    right.legend()
+    fig.suptitle("P4: f_d = tanh(1.5·f_{d−1} + 0.1), SUM(grad(f_d, x))")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def report(quick: bool, rows: int, host: dict, p1: list[dict], sizes: list[dict], rust: dict[str, Timing],
+           bridge: dict[str, Timing], p6: dict) -> str:
+    lines = [f"Measured {time.strftime('%Y-%m-%d')} by `benchmarks/run.py{' --quick' if quick else ''}`.", ""]
+    lines += ["| machine | |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in host.items()] + [""]
+
+    has_jax = "jax" in p1[0]["timings"]
+    lines += [f"### P1–P3: `SELECT SUM(grad(f, x))` over {rows:,} rows", ""]
+    header = "| f | SQL grad | SQL by hand | numpy | " + ("JAX jit(vmap(grad)) | " if has_jax else "") + "grad / by hand | grad / numpy |" + (" grad / JAX |" if has_jax else "")
+    lines += [header, "|" + " --- |" * (header.count("|") - 1)]
+    for r in p1:
+        t = r["timings"]
+        row = f"| `{r['f']}` | {t['sql_grad'].span()} | {t['sql_by_hand'].span()} | {t['numpy'].span()} | "
+        if has_jax:
+            row += f"{t['jax'].span()} | "
+        row += f"{t['sql_grad'].median / t['sql_by_hand'].median:.2f} | {t['sql_grad'].median / t['numpy'].median:.2f} |"
+        if has_jax:
+            row += f" {t['sql_grad'].median / t['jax'].median:.2f} |"
+        lines.append(row)
+    if not has_jax:
+        lines += ["", "JAX is not installed, so P3 was not measured (`pip install '.[jax]'`)."]
+
+    lines += ["", "### P4: nesting depth (Rust, criterion, one thread)", "",
+              "| depth | nodes of f_d | derivative: tree nodes | derivative: distinct subexpressions | planning | execution |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for s in sizes:
+        d = s["depth"]
+        lines.append(f"| {d} | {s['primal_nodes']} | {s['tree_nodes']} | {s['distinct_nodes']} | "
+                     f"{rust[f'nesting_planning/{d}'].span()} | {rust[f'nesting_execution/{d}'].span()} |")
+
+    lines += ["", "### P5: planning a query with eight markers, per marker", "",
+              "| path | planning the query | baseline (no markers) | overhead per marker |", "| --- | --- | --- | --- |"]
+    base = rust["planning/baseline"]
+    for path, key in (("native, in-planner (Rust)", "planning/native"), ("FFI, in-planner across dlopen (Rust)", "planning/ffi")):
+        lines.append(f"| {path} | {rust[key].span()} | {base.span()} | {fmt((rust[key].median - base.median) / 8)} |")
+    lines.append(f"| Python SQL bridge (PyPI datafusion) | {bridge['bridge'].span()} | {bridge['baseline'].span()} | "
+                 f"{fmt((bridge['bridge'].median - bridge['baseline'].median) / 8)} |")
+
+    lines += ["", "### P6: one MLP training step (64 → 32 tanh → 10 softmax, batch 64)", "",
+              "| SQL | numpy | SQL / numpy | steps | test accuracy | max relative loss difference |", "| --- | --- | --- | --- | --- | --- |",
+              f"| {fmt(p6['sql_step_seconds'])} | {fmt(p6['numpy_step_seconds'])} | {p6['sql_step_seconds'] / p6['numpy_step_seconds']:.0f} | "
+              f"{p6['steps']} | {p6['test_accuracy']:.4f} | {p6['max_rel_loss_diff']:.1e} |"]
+    lines += ["", "![P1–P3](results/elementwise.png)", "", "![P4](results/nesting.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def main(quick: bool = False) -> Path:
+    out = HERE / "results" / ("quick" if quick else "")
+    out.mkdir(parents=True, exist_ok=True)
+    rows, repeats = (200_000, 3) if quick else (10_000_000, 7)
+    host = machine()
+    print(f"P1–P3: {rows:,} rows, {repeats} interleaved rounds", flush=True)
+    p1 = elementwise(rows, repeats)
+    print("P4, P5: criterion benches", flush=True)
+    rust = criterion(quick, out)
+    sizes = json.loads((out / "criterion" / "nesting_sizes.json").read_text())
+    bridge = planning_bridge(repeats * 3)
+    print("P6: digits MLP", flush=True)
+    p6 = mlp(quick, out)
+
+    plot_elementwise(p1, out / "elementwise.png")
+    plot_nesting(sizes, rust, out / "nesting.png")
+    markdown = report(quick, rows, host, p1, sizes, rust, bridge, p6)
+    (out / "RESULTS.md").write_text(markdown)
+    if not quick:
+        text = README.read_text()
+        start, end = text.index(RESULTS_BEGIN) + len(RESULTS_BEGIN), text.index(RESULTS_END)
+        README.write_text(text[:start] + "\n" + markdown + text[end:])
+    print(markdown)
+    return out
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes and the debug build: a smoke run")
+    main(parser.parse_args().quick)

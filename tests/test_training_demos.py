@@ -1,0 +1,142 @@
+"""The training demos in benchmarks/, run in quick mode.
+
+``fit.py`` descends in one recursive SQL statement and ``mlp_digits.py`` trains a
+neural network with one SQL statement per stage; both must follow their numpy
+references step by step. The numpy references' hand-derived gradients are
+themselves checked here against finite differences.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from conftest import load_benchmark
+
+RTOL = 1e-9
+
+
+@pytest.fixture(scope="module")
+def fit() -> ModuleType:
+    return load_benchmark("fit")
+
+
+@pytest.fixture(scope="module")
+def mlp() -> ModuleType:
+    return load_benchmark("mlp_digits")
+
+
+@pytest.fixture(scope="module")
+def fits(fit: ModuleType) -> dict:
+    return fit.main(quick=True)
+
+
+@pytest.fixture(scope="module")
+def curves_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("curves")
+
+
+@pytest.fixture(scope="module")
+def training(mlp: ModuleType, curves_dir: Path) -> dict:
+    return mlp.main(quick=True, out=curves_dir)
+
+
+def central_difference(
+    function: Callable[[np.ndarray], float], point: np.ndarray, index: tuple[int, ...], h: float = 1e-6
+) -> float:
+    """∂function/∂point[index] by a central difference."""
+    up, down = point.copy(), point.copy()
+    up[index] += h
+    down[index] -= h
+    return (function(up) - function(down)) / (2 * h)
+
+
+# --- fit.py -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["line", "decay"])
+def test_fit_trajectory_equals_numpy_descent_at_every_step(fits: dict, name: str) -> None:
+    result = fits[name]
+    assert result["sql_params"].shape == (result["steps"] + 1, 2)
+    np.testing.assert_allclose(result["sql_params"], result["numpy_params"], rtol=RTOL, atol=1e-15)
+    np.testing.assert_allclose(result["sql_losses"], result["numpy_losses"], rtol=RTOL, atol=1e-15)
+    assert result["max_rel_param_diff"] <= RTOL
+    assert result["max_rel_loss_diff"] <= RTOL
+
+
+@pytest.mark.parametrize("name", ["line", "decay"])
+def test_fit_loss_decreases_towards_the_optimum(fits: dict, name: str) -> None:
+    result = fits[name]
+    assert np.all(np.diff(result["sql_losses"]) < 0)
+    distance = np.linalg.norm(result["sql_params"] - result["optimum"], axis=1)
+    assert distance[-1] < 0.01 * distance[0]
+
+
+@pytest.mark.parametrize("name", ["line", "decay"])
+def test_fit_reference_gradient_matches_finite_differences(fit: ModuleType, name: str) -> None:
+    problem = fit.PROBLEMS[name]
+    x, y = fit.sample(problem, 30, np.random.default_rng(1))
+    params = np.array([1.3, -0.7])
+
+    def mse(p: np.ndarray) -> float:
+        return float(np.mean((problem.predict(p, x) - y) ** 2))
+
+    numeric = [central_difference(mse, params, (i,)) for i in range(2)]
+    np.testing.assert_allclose(problem.gradient(params, x, y), numeric, rtol=1e-7)
+
+
+# --- mlp_digits.py ----------------------------------------------------------------------------
+
+
+def test_mlp_loss_equals_numpy_at_every_step(training: dict, mlp: ModuleType) -> None:
+    assert training["steps"] == mlp.QUICK.max_steps
+    assert len(training["sql_losses"]) == len(training["numpy_losses"]) == training["steps"]
+    np.testing.assert_allclose(training["sql_losses"], training["numpy_losses"], rtol=RTOL, atol=0)
+    assert training["max_rel_loss_diff"] <= RTOL
+
+
+def test_mlp_test_metrics_and_weights_equal_numpy(training: dict) -> None:
+    assert training["evaluated_after"] == [0, training["steps"]]
+    np.testing.assert_allclose(training["sql_test_losses"], training["numpy_test_losses"], rtol=RTOL, atol=0)
+    np.testing.assert_array_equal(training["sql_test_accuracies"], training["numpy_test_accuracies"])
+    assert training["max_rel_param_diff"] <= RTOL
+
+
+def test_mlp_training_reduces_the_loss(training: dict) -> None:
+    assert training["sql_losses"][-1] < training["sql_losses"][0]
+    assert training["sql_test_losses"][-1] < training["sql_test_losses"][0]
+    assert training["sql_test_accuracies"][-1] > training["sql_test_accuracies"][0]
+
+
+def test_mlp_reports_step_times(training: dict) -> None:
+    assert training["sql_step_seconds"] > 0
+    assert training["numpy_step_seconds"] > 0
+
+
+def test_mlp_writes_the_curves_png(training: dict, curves_dir: Path) -> None:
+    png = Path(training["png"])
+    assert png.parent == curves_dir
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_mlp_reference_gradient_matches_finite_differences(mlp: ModuleType) -> None:
+    """A unit learning rate makes the numpy step's weight change minus the gradient."""
+    rng = np.random.default_rng(3)
+    params = mlp.init_params(rng)
+    x = rng.uniform(0.0, 1.0, (5, mlp.FEATURES))
+    onehot = mlp.one_hot(rng.integers(0, mlp.CLASSES, 5))
+    network = mlp.NumpyMlp(params, lr=1.0)
+    network.step(x, onehot)
+    for name, value in params.items():
+
+        def loss(changed: np.ndarray) -> float:
+            _, logp = mlp.NumpyMlp({**params, name: changed}, lr=1.0).forward(x)
+            return float(-np.sum(onehot * logp) / len(x))
+
+        gradient = value - network.params[name]
+        for index in [tuple(rng.integers(0, size) for size in value.shape) for _ in range(3)]:
+            np.testing.assert_allclose(gradient[index], central_difference(loss, value, index), rtol=1e-6, atol=1e-10)
