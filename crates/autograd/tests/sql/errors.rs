@@ -98,7 +98,7 @@ async fn non_numeric_arguments() {
 }
 
 #[tokio::test]
-async fn through_aggregates_and_correlated_subqueries() {
+async fn through_a_correlated_scalar_subquery() {
     let ctx = with_points();
     let e = error(
         &ctx,
