@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 
 from datafusion import SessionContext
 
-from datafusion_autograd._native import rewrite_sql
+from datafusion_autograd._native import NOT_SIMPLIFIED, rewrite_sql
 from datafusion_autograd.udfs import MARKERS
 
 Context = TypeVar("Context", bound=SessionContext)
@@ -31,7 +31,7 @@ def forwards_simplify(ctx: SessionContext) -> bool:
     try:
         return SessionContext.sql(ctx, _PROBE).to_pydict() == {"d": [6.0]}
     except Exception as error:
-        if "did not call the function's simplify hook" in str(error):
+        if NOT_SIMPLIFIED in str(error):
             return False
         raise
 

@@ -7,7 +7,7 @@ form (``Expr.to_bytes``/``Expr.from_bytes``). Columns are read as DOUBLE.
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Callable, TypeVar, Union
 
 from datafusion import Expr, col, lit
 
@@ -15,10 +15,23 @@ from datafusion_autograd import _native
 
 Column = Union[str, Expr]
 Operand = Union[Expr, float, int]
+Function = TypeVar("Function", bound=Callable[..., Expr])
 
 
+def _summarised(marker: str) -> Callable[[Function], Function]:
+    """Opens the docstring with the marker's one-line summary, which the Rust crate owns."""
+
+    def summarise(function: Function) -> Function:
+        function.__doc__ = f"{_native.summary(marker)}\n{function.__doc__}"
+        return function
+
+    return summarise
+
+
+@_summarised("grad")
 def grad(expr: Expr, wrt: Column) -> Expr:
-    """∂expr/∂wrt, with ``wrt`` a column name or column expression.
+    """
+    ``wrt`` is a column name or column expression.
 
     >>> from datafusion import SessionContext, col, functions as f
     >>> ctx = SessionContext()
@@ -29,8 +42,10 @@ def grad(expr: Expr, wrt: Column) -> Expr:
     return _derivative("grad", expr, wrt)
 
 
+@_summarised("jvp")
 def jvp(expr: Expr, wrt: Column, tangent: Operand) -> Expr:
-    """∂expr/∂wrt · tangent: the forward-mode derivative along ``tangent``.
+    """
+    ``tangent`` is an expression or a number.
 
     >>> from datafusion import SessionContext, col
     >>> df = SessionContext().from_pydict({"x": [3.0], "t": [0.5]})
@@ -40,8 +55,10 @@ def jvp(expr: Expr, wrt: Column, tangent: Operand) -> Expr:
     return _derivative("jvp", expr, wrt, tangent)
 
 
+@_summarised("vjp")
 def vjp(expr: Expr, wrt: Column, cotangent: Operand) -> Expr:
-    """cotangent · ∂expr/∂wrt: the reverse-mode product with ``cotangent``.
+    """
+    ``cotangent`` is an expression or a number.
 
     >>> from datafusion import SessionContext, col
     >>> df = SessionContext().from_pydict({"x": [2.0]})

@@ -55,9 +55,7 @@ fn rows() -> usize {
 fn context(rows: usize) -> SessionContext {
     // One partition: no repartitioning, so a physical plan can run repeatedly.
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
-    for udf in datafusion_autograd::udfs() {
-        ctx.register_udf(udf.as_ref().clone());
-    }
+    datafusion_autograd::register(&ctx);
     let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Float64, false)]));
     let chunk = 64 * 1024;
     let batches = (0..rows)

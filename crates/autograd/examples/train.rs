@@ -15,9 +15,7 @@ const TRAINING_LOOP: &str = include_str!("least_squares.sql");
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let ctx = SessionContext::new();
-    for udf in datafusion_autograd::udfs() {
-        ctx.register_udf(udf.as_ref().clone());
-    }
+    datafusion_autograd::register(&ctx);
 
     // y = 2.5·x − 1 plus deterministic noise, for x in [0.5, 2).
     let xs: Vec<f64> = (0..200).map(|i| 0.5 + 1.5 * i as f64 / 200.0).collect();

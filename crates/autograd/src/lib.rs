@@ -15,9 +15,7 @@
 //! use datafusion::prelude::SessionContext;
 //!
 //! let ctx = SessionContext::new();
-//! for udf in datafusion_autograd::udfs() {
-//!     ctx.register_udf(udf.as_ref().clone());
-//! }
+//! datafusion_autograd::register(&ctx);
 //! let df = ctx
 //!     .sql("SELECT x, grad(sin(x) * x, x) AS slope FROM (VALUES (0.5), (2.0)) AS t(x)")
 //!     .await
@@ -26,19 +24,34 @@
 //! # });
 //! ```
 //!
-//! The engine is forward-mode, one rule per primitive (see [`primitives`]):
-//! [`linearize`] for arbitrary tangent seeds, [`differentiate`] for one
-//! column, [`differentiate_sql`] for SQL text.
+//! The crate is layered, each module using only those listed before it:
+//!
+//! | module | job |
+//! | --- | --- |
+//! | `condition` | which expressions are truth values (derivative zero) |
+//! | `tangent` | tangents and the algebra that keeps them small |
+//! | `rules` | the table of calculus: one JVP rule per primitive ([`primitives`]) |
+//! | `reals` | reading expressions over the reals ([`ColumnTypes`]) |
+//! | `linearize` | forward mode over an expression |
+//! | `marker` | what a marker means: [`Derivative`], [`expand_markers`], [`differentiate`], [`linearize()`] |
+//! | `udf` | the markers as scalar UDFs, and [`expr_fn`] |
+//! | `functions` | [`register`] and [`scalar_functions`] |
+//! | `sql` | SQL text: [`differentiate_sql`], and [`rewrite_sql`] for hosts that never call `simplify` |
 
-mod bridge;
+mod condition;
+mod functions;
 mod linearize;
+mod marker;
+mod reals;
 mod rules;
 mod sql;
 mod tangent;
 mod udf;
 
-pub use bridge::{expand_detached, rewrite_sql};
-pub use linearize::{differentiate, linearize};
+pub use functions::{register, scalar_functions};
+pub use marker::{differentiate, expand_markers, linearize, Derivative};
+pub use reals::ColumnTypes;
 pub use rules::primitives;
+pub use sql::bridge::rewrite_sql;
 pub use sql::differentiate_sql;
-pub use udf::{expr_fn, grad_udf, jvp_udf, udfs, vjp_udf, Derivative, DerivativeUdf};
+pub use udf::{expr_fn, grad_udf, jvp_udf, udf, udfs, vjp_udf, DerivativeUdf, NOT_SIMPLIFIED};

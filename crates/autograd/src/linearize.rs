@@ -9,76 +9,29 @@
 //! evaluates once per row.
 
 use datafusion_common::arrow::datatypes::DataType;
-use datafusion_common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion_common::{not_impl_err, Column, DFSchema, Result, TableReference};
+use datafusion_common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion_common::{not_impl_err, Column, Result, TableReference};
 use datafusion_expr::expr::{Case, Cast, TryCast};
-use datafusion_expr::{cast, lit, Expr, ExprSchemable, Operator};
+use datafusion_expr::Expr;
 
+use crate::condition::{is_condition, is_truth_valued};
 use crate::rules::{self, Call};
 use crate::tangent::{choice, Tangent};
-use crate::udf::expand_markers;
 
-/// `∂expr/∂wrt`: the derivative of `expr` with respect to the column `wrt`.
-///
-/// Other columns are held constant. Nested `grad`/`jvp`/`vjp` calls inside
-/// `expr` are differentiated first, so markers compose into higher orders.
-///
-/// ```
-/// use datafusion_autograd::differentiate;
-/// use datafusion_common::Column;
-/// use datafusion_expr::{col, lit};
-///
-/// let d = differentiate(&(col("x") * col("x") + col("y")), &Column::from_name("x")).unwrap();
-/// assert_eq!(d, col("x") + col("x"));
-/// ```
-pub fn differentiate(expr: &Expr, wrt: &Column) -> Result<Expr> {
-    linearize(expr, &[(wrt.clone(), lit(1.0_f64))])
-}
-
-/// The forward-mode derivative of `expr` along the tangent direction `seeds`:
-/// `Σ ∂expr/∂column · tangent` over the seeded `(column, tangent)` pairs.
-///
-/// A one-hot seed (`tangent = 1`) gives `grad`; an arbitrary tangent
-/// expression gives `jvp`.
-///
-/// ```
-/// use datafusion_autograd::linearize;
-/// use datafusion_common::Column;
-/// use datafusion_expr::{col, lit};
-///
-/// let seeds = [(Column::from_name("x"), col("dx")), (Column::from_name("y"), col("dy"))];
-/// let d = linearize(&(col("x") * col("y")), &seeds).unwrap();
-/// assert_eq!(d, col("y") * col("dx") + col("x") * col("dy"));
-/// ```
-pub fn linearize(expr: &Expr, seeds: &[(Column, Expr)]) -> Result<Expr> {
-    Ok(Linearizer::new(seeds, None).tangent_of(expr)?.into_expr())
-}
-
-/// Differentiates with a fixed set of seeds. With a schema, integer inputs are
-/// promoted to DOUBLE first (see [`as_real`]); without one, every column is
-/// taken to be real already.
+/// Forward-mode differentiation along fixed seeds. Markers must have been
+/// expanded and columns read as real numbers (see [`crate::marker`]).
 pub(crate) struct Linearizer<'a> {
     seeds: &'a [(Column, Expr)],
-    schema: Option<&'a DFSchema>,
 }
 
 impl<'a> Linearizer<'a> {
-    pub(crate) fn new(seeds: &'a [(Column, Expr)], schema: Option<&'a DFSchema>) -> Self {
-        Self { seeds, schema }
+    pub(crate) fn new(seeds: &'a [(Column, Expr)]) -> Self {
+        Self { seeds }
     }
 
-    /// The tangent of `expr`, after its nested markers are expanded.
-    pub(crate) fn tangent_of(&self, expr: &Expr) -> Result<Tangent> {
-        let mut expr = expand_markers(expr.clone(), self.schema)?
-            .unalias_nested()
-            .data;
-        if let Some(schema) = self.schema {
-            expr = as_real(expr, schema)?;
-        }
-        self.tangent(&expr)
-    }
-
-    fn tangent(&self, expr: &Expr) -> Result<Tangent> {
+    /// The tangent of `expr`: `Σ ∂expr/∂column · tangent` over the seeds.
+    #[recursive::recursive]
+    pub(crate) fn tangent(&self, expr: &Expr) -> Result<Tangent> {
         match expr {
             Expr::Column(c) | Expr::OuterReferenceColumn(_, c) => Ok(self.seed(c)),
             Expr::Literal(..) | Expr::ScalarVariable(..) | Expr::Placeholder(_) => {
@@ -190,78 +143,6 @@ impl<'a> Linearizer<'a> {
             .zip(thens);
         Ok(choice(case.expr.clone(), branches, otherwise))
     }
-}
-
-/// `expr` over the reals: integer columns become DOUBLE and casts between
-/// integer types disappear, so `i / j` differentiates as real division and the
-/// derivative never truncates. This is the function whose derivative `grad`
-/// of integer columns returns.
-fn as_real(expr: Expr, schema: &DFSchema) -> Result<Expr> {
-    let is_integer = |e: &Expr| e.get_type(schema).is_ok_and(|t| t.is_integer());
-    expr.transform_down(|e| match &e {
-        Expr::Cast(Cast { expr: inner, field }) | Expr::TryCast(TryCast { expr: inner, field })
-            if field.data_type().is_integer() && is_integer(inner) =>
-        {
-            Ok(Transformed::yes(inner.as_ref().clone()))
-        }
-        Expr::Column(_) | Expr::OuterReferenceColumn(..) if is_integer(&e) => Ok(Transformed::new(
-            cast(e, DataType::Float64),
-            true,
-            TreeNodeRecursion::Jump,
-        )),
-        _ => Ok(Transformed::no(e)),
-    })
-    .map(|t| t.data)
-}
-
-/// Whether `expr` yields a truth value.
-pub(crate) fn is_condition(expr: &Expr) -> bool {
-    match expr {
-        Expr::BinaryExpr(b) => is_truth_valued(b.op),
-        Expr::Not(_)
-        | Expr::IsNull(_)
-        | Expr::IsNotNull(_)
-        | Expr::IsTrue(_)
-        | Expr::IsFalse(_)
-        | Expr::IsUnknown(_)
-        | Expr::IsNotTrue(_)
-        | Expr::IsNotFalse(_)
-        | Expr::IsNotUnknown(_)
-        | Expr::Between(_)
-        | Expr::Like(_)
-        | Expr::SimilarTo(_)
-        | Expr::InList(_)
-        | Expr::Exists(_)
-        | Expr::InSubquery(_)
-        | Expr::SetComparison(_) => true,
-        _ => false,
-    }
-}
-
-/// Comparisons and connectives yield truth values, which are piecewise
-/// constant in their inputs.
-pub(crate) fn is_truth_valued(op: Operator) -> bool {
-    use Operator::*;
-    matches!(
-        op,
-        Eq | NotEq
-            | Lt
-            | LtEq
-            | Gt
-            | GtEq
-            | IsDistinctFrom
-            | IsNotDistinctFrom
-            | And
-            | Or
-            | RegexMatch
-            | RegexIMatch
-            | RegexNotMatch
-            | RegexNotIMatch
-            | LikeMatch
-            | ILikeMatch
-            | NotLikeMatch
-            | NotILikeMatch
-    )
 }
 
 /// Columns match by name, and by relation where both name one.

@@ -1,179 +1,73 @@
-//! `grad`, `jvp` and `vjp`: marker UDFs that DataFusion's planner differentiates.
+//! `grad`, `jvp` and `vjp` as scalar UDFs that DataFusion's planner differentiates.
 //!
 //! A marker never computes anything. Its [`ScalarUDFImpl::simplify`] returns
-//! the derivative as ordinary built-in expressions, so the optimizer's
-//! SimplifyExpressions pass replaces every marker, wherever the plan holds it:
-//! projections, aggregates, recursive CTEs, DML, subqueries and views.
+//! the derivative (see [`crate::marker`]) as ordinary built-in expressions, so
+//! the optimizer's SimplifyExpressions pass replaces every marker, wherever
+//! the plan holds it: projections, aggregates, recursive CTEs, DML,
+//! subqueries and views.
 
 use std::sync::{Arc, LazyLock};
 
 use datafusion_common::arrow::datatypes::DataType;
-use datafusion_common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion_common::{exec_err, plan_err, Column, DFSchema, Result};
+use datafusion_common::{exec_err, plan_err, Result};
 use datafusion_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion_expr::{
-    cast, lit, ColumnarValue, Expr, ExprSchemable, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
+    ColumnarValue, DocSection, Documentation, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
     Signature, Volatility,
 };
-use datafusion_optimizer::analyzer::type_coercion::TypeCoercionRewriter;
 
-use crate::linearize::{is_condition, Linearizer};
+use crate::marker::Derivative;
+use crate::reals::ColumnTypes;
 
-/// Which derivative a marker stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Derivative {
-    /// `grad(expr, column)` = ∂expr/∂column
-    Grad,
-    /// `jvp(expr, column, tangent)` = ∂expr/∂column · tangent
-    Jvp,
-    /// `vjp(expr, column, cotangent)` = cotangent · ∂expr/∂column
-    Vjp,
-}
+/// The words every marker's error contains when it reaches execution, because
+/// its host never called `simplify`. Hosts test for them to tell that case
+/// from other errors.
+pub const NOT_SIMPLIFIED: &str = "the host did not call the function's simplify hook";
 
-impl Derivative {
-    pub const ALL: [Derivative; 3] = [Derivative::Grad, Derivative::Jvp, Derivative::Vjp];
-
-    /// The SQL function name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Derivative::Grad => "grad",
-            Derivative::Jvp => "jvp",
-            Derivative::Vjp => "vjp",
-        }
-    }
-
-    /// The marker's scalar UDF.
-    pub fn udf(self) -> Arc<ScalarUDF> {
-        match self {
-            Derivative::Grad => grad_udf(),
-            Derivative::Jvp => jvp_udf(),
-            Derivative::Vjp => vjp_udf(),
-        }
-    }
-
-    /// The marker called `name`, if any.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|d| d.name() == name)
-    }
-
-    fn usage(self) -> &'static str {
-        match self {
-            Derivative::Grad => "grad(expression, column)",
-            Derivative::Jvp => "jvp(expression, column, tangent)",
-            Derivative::Vjp => "vjp(expression, column, cotangent)",
-        }
-    }
-
-    fn arity(self) -> usize {
-        match self {
-            Derivative::Grad => 2,
-            Derivative::Jvp | Derivative::Vjp => 3,
-        }
-    }
-
-    fn check_arity(self, n: usize) -> Result<()> {
-        if n != self.arity() {
-            return plan_err!("{} takes {} arguments, got {n}", self.usage(), self.arity());
-        }
-        Ok(())
-    }
-
-    /// The derivative this marker stands for, as an expression over the
-    /// marker's own inputs. With a schema, the result is type-coerced and
-    /// DOUBLE, ready to replace the marker in a plan.
-    pub fn expand(self, args: &[Expr], schema: Option<&DFSchema>) -> Result<Expr> {
-        self.check_arity(args.len())?;
-        let Some(wrt) = column_of(&args[1]) else {
-            return plan_err!(
-                "the second argument of {} must be a column reference, found `{}`",
-                self.usage(),
-                args[1]
-            );
-        };
-        let (tangent, cotangent) = match self {
-            Derivative::Grad => (lit(1.0_f64), None),
-            Derivative::Jvp => (args[2].clone(), None),
-            Derivative::Vjp => (lit(1.0_f64), Some(args[2].clone())),
-        };
-        let seeds = [(wrt, tangent)];
-        let mut derivative = Linearizer::new(&seeds, schema).tangent_of(&args[0])?;
-        if let Some(cotangent) = cotangent {
-            derivative = derivative.times(cotangent);
-        }
-        let derivative = derivative.into_expr();
-        match schema {
-            // The common case needs no second typing pass over the derivative,
-            // which is far larger than its inputs.
-            Some(schema) if args.iter().all(|a| computes_in_double(a, schema)) => Ok(derivative),
-            Some(schema) => as_double(derivative, schema),
-            None => Ok(derivative),
-        }
-    }
-}
-
-/// The column a `wrt` argument names, looking through casts the planner added.
-fn column_of(expr: &Expr) -> Option<Column> {
-    match expr {
-        Expr::Column(c) | Expr::OuterReferenceColumn(_, c) => Some(c.clone()),
-        Expr::Cast(c) => column_of(&c.expr),
-        Expr::TryCast(c) => column_of(&c.expr),
-        Expr::Alias(a) => column_of(&a.expr),
-        _ => None,
-    }
-}
-
-/// Whether every number `expr` computes is a DOUBLE (conditions aside). A
-/// derivative built from such pieces and DOUBLE literals is DOUBLE throughout.
-fn computes_in_double(expr: &Expr, schema: &DFSchema) -> bool {
-    let mut double = true;
-    let _ = expr.apply(|e| {
-        if is_condition(e) {
-            return Ok(TreeNodeRecursion::Jump);
-        }
-        double = matches!(e.get_type(schema), Ok(DataType::Float64));
-        Ok(if double {
-            TreeNodeRecursion::Continue
-        } else {
-            TreeNodeRecursion::Stop
-        })
-    });
-    double
-}
-
-/// Types `expr` the way the analyzer would have, then makes it DOUBLE, the
-/// markers' declared return type.
-fn as_double(expr: Expr, schema: &DFSchema) -> Result<Expr> {
-    let expr = expr.rewrite(&mut TypeCoercionRewriter::new(schema))?.data;
-    Ok(match expr.get_type(schema)? {
-        DataType::Float64 => expr,
-        _ => cast(expr, DataType::Float64),
-    })
-}
-
-/// Replaces every marker call inside `expr` by its derivative, innermost first.
-pub(crate) fn expand_markers(expr: Expr, schema: Option<&DFSchema>) -> Result<Expr> {
-    expr.transform_up(|e| match &e {
-        Expr::ScalarFunction(f) => match Derivative::from_name(f.func.name()) {
-            Some(d) => Ok(Transformed::yes(d.expand(&f.args, schema)?)),
-            None => Ok(Transformed::no(e)),
-        },
-        _ => Ok(Transformed::no(e)),
-    })
-    .map(|t| t.data)
-}
+/// Where the markers appear in DataFusion's function documentation.
+const DOC_SECTION: DocSection = DocSection {
+    include: true,
+    label: "Automatic differentiation",
+    description: Some("Derivatives formed by the planner (datafusion-autograd)."),
+};
 
 /// The scalar UDF behind one marker.
-#[derive(Debug, PartialEq, Eq, Hash)]
+#[derive(Debug)]
 pub struct DerivativeUdf {
     derivative: Derivative,
     signature: Signature,
+    documentation: Documentation,
+}
+
+impl PartialEq for DerivativeUdf {
+    fn eq(&self, other: &Self) -> bool {
+        self.derivative == other.derivative
+    }
+}
+
+impl Eq for DerivativeUdf {}
+
+impl std::hash::Hash for DerivativeUdf {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.derivative.hash(state);
+    }
 }
 
 impl DerivativeUdf {
     pub fn new(derivative: Derivative) -> Self {
+        let mut documentation =
+            Documentation::builder(DOC_SECTION, derivative.summary(), derivative.usage())
+                .with_sql_example(format!("```sql\n{}\n```", derivative.example()));
+        for (name, meaning) in derivative.arguments() {
+            documentation = documentation.with_argument(*name, *meaning);
+        }
+        for other in Derivative::ALL.into_iter().filter(|d| *d != derivative) {
+            documentation = documentation.with_related_udf(other.name());
+        }
         Self {
             derivative,
             signature: Signature::user_defined(Volatility::Immutable),
+            documentation: documentation.build(),
         }
     }
 
@@ -213,25 +107,31 @@ impl ScalarUDFImpl for DerivativeUdf {
 
     fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         exec_err!(
-            "{}() reached execution: the host did not call the function's simplify hook, \
-             which is where the derivative is computed. Register it on a DataFusion \
-             SessionContext whose optimizer runs SimplifyExpressions (the default), or, from \
-             Python, use datafusion_autograd.register(ctx)",
+            "{}() reached execution: {NOT_SIMPLIFIED}, which is where the derivative is \
+             computed. Register it on a DataFusion SessionContext whose optimizer runs \
+             SimplifyExpressions (the default), or, from Python, use \
+             datafusion_autograd.register(ctx)",
             self.name()
         )
     }
 
     fn simplify(&self, args: Vec<Expr>, info: &SimplifyContext) -> Result<ExprSimplifyResult> {
-        let derivative = self.derivative.expand(&args, Some(info.schema()))?;
+        let derivative = self
+            .derivative
+            .expand(&args, ColumnTypes::Schema(info.schema()))?;
         Ok(ExprSimplifyResult::Simplified(derivative))
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        Some(&self.documentation)
     }
 }
 
-static GRAD: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| udf(Derivative::Grad));
-static JVP: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| udf(Derivative::Jvp));
-static VJP: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| udf(Derivative::Vjp));
+static GRAD: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| new_udf(Derivative::Grad));
+static JVP: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| new_udf(Derivative::Jvp));
+static VJP: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| new_udf(Derivative::Vjp));
 
-fn udf(derivative: Derivative) -> Arc<ScalarUDF> {
+fn new_udf(derivative: Derivative) -> Arc<ScalarUDF> {
     Arc::new(ScalarUDF::new_from_impl(DerivativeUdf::new(derivative)))
 }
 
@@ -250,39 +150,35 @@ pub fn vjp_udf() -> Arc<ScalarUDF> {
     Arc::clone(&VJP)
 }
 
-/// The three markers, ready for `SessionContext::register_udf`.
-///
-/// ```
-/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-/// use datafusion::prelude::SessionContext;
-///
-/// let ctx = SessionContext::new();
-/// for udf in datafusion_autograd::udfs() {
-///     ctx.register_udf(udf.as_ref().clone());
-/// }
-/// let df = ctx.sql("SELECT grad(x * x * x, x) AS d FROM (VALUES (2.0)) AS t(x)").await.unwrap();
-/// let batches = df.collect().await.unwrap();
-/// # });
-/// ```
+/// The marker `derivative` stands for.
+pub fn udf(derivative: Derivative) -> Arc<ScalarUDF> {
+    match derivative {
+        Derivative::Grad => grad_udf(),
+        Derivative::Jvp => jvp_udf(),
+        Derivative::Vjp => vjp_udf(),
+    }
+}
+
+/// The three markers. [`crate::register`] registers them on a context.
 pub fn udfs() -> Vec<Arc<ScalarUDF>> {
-    Derivative::ALL.map(Derivative::udf).to_vec()
+    Derivative::ALL.map(udf).to_vec()
 }
 
 /// Marker calls for the DataFrame API; the planner differentiates them.
 pub mod expr_fn {
     use datafusion_expr::Expr;
 
-    /// `grad(expr, wrt)`: ∂expr/∂wrt, with `wrt` a column expression.
+    #[doc = concat!("`grad(expr, wrt)`, `wrt` a column expression. ", crate::marker_summary!(grad))]
     pub fn grad(expr: Expr, wrt: Expr) -> Expr {
         super::grad_udf().call(vec![expr, wrt])
     }
 
-    /// `jvp(expr, wrt, tangent)`: ∂expr/∂wrt · tangent.
+    #[doc = concat!("`jvp(expr, wrt, tangent)`. ", crate::marker_summary!(jvp))]
     pub fn jvp(expr: Expr, wrt: Expr, tangent: Expr) -> Expr {
         super::jvp_udf().call(vec![expr, wrt, tangent])
     }
 
-    /// `vjp(expr, wrt, cotangent)`: cotangent · ∂expr/∂wrt.
+    #[doc = concat!("`vjp(expr, wrt, cotangent)`. ", crate::marker_summary!(vjp))]
     pub fn vjp(expr: Expr, wrt: Expr, cotangent: Expr) -> Expr {
         super::vjp_udf().call(vec![expr, wrt, cotangent])
     }

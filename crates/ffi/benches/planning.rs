@@ -7,31 +7,14 @@
 //! across the boundary. The same query without markers, `SELECT f₁, …, f₈`,
 //! is the baseline; `(marker − baseline) / 8` is the overhead per marker.
 
-use std::env::consts::{DLL_PREFIX, DLL_SUFFIX};
-use std::path::PathBuf;
-
 use criterion::{criterion_group, criterion_main, Criterion};
 use datafusion::prelude::SessionContext;
-use datafusion_autograd_ffi::FFI_SimplifyingScalarUDF;
-use datafusion_expr::ScalarUDF;
-use libloading::{Library, Symbol};
+use datafusion_autograd_ffi::host::{cargo_built_library, AutogradLibrary};
 use tokio::runtime::{Builder, Runtime};
 
 /// Eight scalar functions of `x` and `y`, of the kinds models are made of,
 /// one per line; the Python benchmark of the SQL bridge plans the same ones.
 const FUNCTIONS: &str = include_str!("../../../benchmarks/functions.txt");
-
-fn library() -> Library {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    let name = format!("{DLL_PREFIX}datafusion_autograd_ffi{DLL_SUFFIX}");
-    let path: PathBuf = [deps.join(&name), deps.parent().unwrap().join(&name)]
-        .into_iter()
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{name} was not built next to {}", exe.display()));
-    // SAFETY: the library's initialisers are Rust statics with no side effects.
-    unsafe { Library::new(path).unwrap() }
-}
 
 fn table(ctx: &SessionContext, runtime: &Runtime) {
     runtime.block_on(async {
@@ -58,26 +41,13 @@ fn planning(c: &mut Criterion) {
     );
 
     let native = SessionContext::new();
-    for udf in datafusion_autograd::udfs() {
-        native.register_udf(udf.as_ref().clone());
-    }
+    datafusion_autograd::register(&native);
     table(&native, &runtime);
 
-    let lib = library();
+    // SAFETY: the cdylib cargo built from this crate.
+    let library = unsafe { AutogradLibrary::load(&cargo_built_library().unwrap()).unwrap() };
     let foreign = SessionContext::new();
-    for symbol in [
-        "datafusion_autograd_grad",
-        "datafusion_autograd_jvp",
-        "datafusion_autograd_vjp",
-    ] {
-        // SAFETY: a documented entry point, `extern "C" fn() -> FFI_SimplifyingScalarUDF`.
-        let udf = unsafe {
-            let f: Symbol<extern "C" fn() -> FFI_SimplifyingScalarUDF> =
-                lib.get(symbol.as_bytes()).unwrap();
-            f()
-        };
-        foreign.register_udf(ScalarUDF::try_from(&udf).unwrap());
-    }
+    library.register(&foreign).unwrap();
     table(&foreign, &runtime);
 
     let plan = |ctx: &SessionContext, sql: &str| {

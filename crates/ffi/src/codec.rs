@@ -17,10 +17,7 @@ use prost::Message;
 /// and the markers. Function calls travel by name.
 static BUILTINS: LazyLock<TaskContext> = LazyLock::new(|| {
     let mut registry = TaskContext::default();
-    for udf in datafusion_functions::all_default_functions()
-        .into_iter()
-        .chain(datafusion_autograd::udfs())
-    {
+    for udf in datafusion_autograd::scalar_functions() {
         // Registration into a fresh registry only reports a replaced entry.
         let _ = registry.register_udf(Arc::clone(&udf));
     }

@@ -3,7 +3,8 @@
 //! This crate is a `cdylib` that exports the markers of
 //! [`datafusion_autograd`] as datafusion-ffi scalar UDFs, each paired with a
 //! simplify slot of its own protocol (see [`simplify`] and the README), so a
-//! host runs the derivative rewrite in its own planner. The Python extension
+//! host runs the derivative rewrite in its own planner. [`host`] is the host's
+//! half: it loads the library and registers its markers. The Python extension
 //! (`python/`) is this crate plus its Python bindings.
 //!
 //! Exported C symbols, each returning a fresh, owned table:
@@ -18,31 +19,40 @@
 #![allow(non_camel_case_types)]
 
 pub mod codec;
+pub mod host;
 pub mod simplify;
 
-use datafusion_autograd::{grad_udf, jvp_udf, vjp_udf};
+use datafusion_autograd::{udf, Derivative};
 
 pub use simplify::{
     FFI_ScalarUDFSimplify, FFI_SimplifyResult, FFI_SimplifyingScalarUDF, ForeignSimplifyingUDF,
     SIMPLIFY_PROTOCOL_VERSION,
 };
 
+/// The symbol under which the library exports `marker`.
+pub fn symbol(marker: Derivative) -> String {
+    format!("datafusion_autograd_{}", marker.name())
+}
+
+/// The symbol of the simplify-call counter.
+pub const SIMPLIFY_CALLS_SYMBOL: &str = "datafusion_autograd_simplify_calls";
+
 /// The `grad` marker with its simplify slot.
 #[no_mangle]
 pub extern "C" fn datafusion_autograd_grad() -> FFI_SimplifyingScalarUDF {
-    grad_udf().into()
+    udf(Derivative::Grad).into()
 }
 
 /// The `jvp` marker with its simplify slot.
 #[no_mangle]
 pub extern "C" fn datafusion_autograd_jvp() -> FFI_SimplifyingScalarUDF {
-    jvp_udf().into()
+    udf(Derivative::Jvp).into()
 }
 
 /// The `vjp` marker with its simplify slot.
 #[no_mangle]
 pub extern "C" fn datafusion_autograd_vjp() -> FFI_SimplifyingScalarUDF {
-    vjp_udf().into()
+    udf(Derivative::Vjp).into()
 }
 
 /// How many simplify calls this library has served across FFI.

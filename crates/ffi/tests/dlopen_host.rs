@@ -4,67 +4,38 @@
 //! Every derivative must come from the library's simplify, called across the
 //! boundary by the host's planner.
 
-use std::env::consts::{DLL_PREFIX, DLL_SUFFIX};
-use std::path::PathBuf;
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{Array, Float64Array};
 use datafusion::prelude::SessionContext;
+use datafusion_autograd::Derivative;
+use datafusion_autograd_ffi::host::{cargo_built_library, AutogradLibrary};
 use datafusion_autograd_ffi::{FFI_SimplifyResult, FFI_SimplifyingScalarUDF};
 use datafusion_expr::ScalarUDF;
 use datafusion_ffi::udf::FFI_ScalarUDF;
-use libloading::{Library, Symbol};
 
 /// The training loop of the `train` example.
 const TRAINING_LOOP: &str = include_str!("../../autograd/examples/least_squares.sql");
 
-/// The cdylib cargo built for this package, next to this test's executable.
-fn library_path() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    let name = format!("{DLL_PREFIX}datafusion_autograd_ffi{DLL_SUFFIX}");
-    [deps.join(&name), deps.parent().unwrap().join(&name)]
-        .into_iter()
-        .find(|p| p.exists())
-        .unwrap_or_else(|| panic!("{name} was not built next to {}", exe.display()))
-}
-
-static LIBRARY: LazyLock<Library> = LazyLock::new(|| {
-    // SAFETY: the library's initialisers are Rust statics with no side effects.
-    unsafe { Library::new(library_path()).unwrap() }
+static LIBRARY: LazyLock<AutogradLibrary> = LazyLock::new(|| {
+    // SAFETY: the cdylib cargo built from this crate.
+    unsafe { AutogradLibrary::load(&cargo_built_library().unwrap()).unwrap() }
 });
 
-/// The FFI table the library exports under `symbol`.
-fn table(symbol: &str) -> FFI_SimplifyingScalarUDF {
-    // SAFETY: the symbol is one of the library's documented entry points,
-    // `extern "C" fn() -> FFI_SimplifyingScalarUDF`.
-    unsafe {
-        let f: Symbol<extern "C" fn() -> FFI_SimplifyingScalarUDF> =
-            LIBRARY.get(symbol.as_bytes()).unwrap();
-        f()
-    }
+/// The FFI table the library exports for `marker`.
+fn table(marker: Derivative) -> FFI_SimplifyingScalarUDF {
+    LIBRARY.table(marker).unwrap()
 }
 
 /// Simplify calls the library has served.
 fn simplify_calls() -> u64 {
-    // SAFETY: documented entry point, `extern "C" fn() -> u64`.
-    unsafe {
-        let f: Symbol<extern "C" fn() -> u64> =
-            LIBRARY.get(b"datafusion_autograd_simplify_calls").unwrap();
-        f()
-    }
+    LIBRARY.simplify_calls().unwrap()
 }
 
 /// A host context with the three foreign markers.
 fn host() -> SessionContext {
     let ctx = SessionContext::new();
-    for symbol in [
-        "datafusion_autograd_grad",
-        "datafusion_autograd_jvp",
-        "datafusion_autograd_vjp",
-    ] {
-        ctx.register_udf(ScalarUDF::try_from(&table(symbol)).unwrap());
-    }
+    LIBRARY.register(&ctx).unwrap();
     ctx
 }
 
@@ -216,7 +187,7 @@ async fn engine_errors_cross_the_boundary() {
 #[tokio::test]
 async fn without_the_simplify_slot_the_marker_explains_itself() {
     let ctx = SessionContext::new();
-    let plain: FFI_ScalarUDF = table("datafusion_autograd_grad").udf.clone();
+    let plain: FFI_ScalarUDF = table(Derivative::Grad).udf.clone();
     let foreign: Arc<dyn datafusion_expr::ScalarUDFImpl> = (&plain).into();
     ctx.register_udf(ScalarUDF::new_from_shared_impl(foreign));
     let e = error(&ctx, "SELECT grad(x * x, x) FROM (VALUES (1.0)) AS t(x)").await;
@@ -228,7 +199,7 @@ async fn without_the_simplify_slot_the_marker_explains_itself() {
 
 #[test]
 fn malformed_input_is_an_error_not_a_crash() {
-    let udf = table("datafusion_autograd_grad");
+    let udf = table(Derivative::Grad);
     let garbage: &[u8] = &[0xff, 0xff, 0x00, 0x13];
     // SAFETY: calling the library's own function over its own table.
     let result = unsafe { (udf.simplify.simplify)(&udf.simplify, garbage.into(), garbage.into()) };
@@ -251,17 +222,17 @@ fn mismatched_versions_and_released_tables_are_refused() {
     unsafe extern "C" fn datafusion_53() -> u64 {
         53
     }
-    let mut udf = table("datafusion_autograd_grad");
+    let mut udf = table(Derivative::Grad);
     udf.simplify.protocol_version = version_two;
     let e = ScalarUDF::try_from(&udf).unwrap_err().to_string();
     assert!(e.contains("speaks simplify protocol version 2"), "{e}");
 
-    let mut udf = table("datafusion_autograd_grad");
+    let mut udf = table(Derivative::Grad);
     udf.simplify.datafusion_version = datafusion_53;
     let e = ScalarUDF::try_from(&udf).unwrap_err().to_string();
     assert!(e.contains("was built with DataFusion 53"), "{e}");
 
-    let mut udf = table("datafusion_autograd_grad");
+    let mut udf = table(Derivative::Grad);
     // SAFETY: releasing through the library's own function; the table is not used after, except
     // for the checks below, which must see the null pointer.
     unsafe { (udf.simplify.release)(&mut udf.simplify) };

@@ -10,9 +10,7 @@ use datafusion::prelude::SessionContext;
 /// A `SessionContext` with `grad`, `jvp` and `vjp` registered.
 pub fn context() -> SessionContext {
     let ctx = SessionContext::new();
-    for udf in datafusion_autograd::udfs() {
-        ctx.register_udf(udf.as_ref().clone());
-    }
+    datafusion_autograd::register(&ctx);
     ctx
 }
 

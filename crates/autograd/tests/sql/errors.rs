@@ -124,9 +124,7 @@ async fn a_marker_reaching_execution_explains_itself() {
         .with_optimizer_rules(rules)
         .build();
     let ctx = SessionContext::new_with_state(state);
-    for udf in datafusion_autograd::udfs() {
-        ctx.register_udf(udf.as_ref().clone());
-    }
+    datafusion_autograd::register(&ctx);
     let e = error(&ctx, "SELECT grad(x * x, x) FROM (VALUES (1.0)) AS t(x)").await;
     assert!(
         e.contains("grad() reached execution: the host did not call the function's simplify hook"),

@@ -5,7 +5,7 @@
 //! differentiation of serialized expressions. All logic lives in the Rust
 //! crates; this module only converts.
 
-use datafusion_autograd::{differentiate_sql, expand_detached, Derivative};
+use datafusion_autograd::{differentiate_sql, udf, ColumnTypes, Derivative};
 use datafusion_autograd_ffi::codec::{expr_from_bytes, expr_to_bytes};
 use datafusion_autograd_ffi::FFI_SimplifyingScalarUDF;
 use datafusion_common::{plan_err, DataFusionError};
@@ -28,7 +28,7 @@ fn py_err(e: DataFusionError) -> PyErr {
 
 /// Defines the Python class of one marker.
 macro_rules! marker_class {
-    ($class:ident, $name:literal, $udf:path, $doc:literal) => {
+    ($class:ident, $name:literal, $marker:expr, $doc:expr) => {
         #[doc = $doc]
         #[pyclass(name = $name, module = "datafusion_autograd._native", frozen)]
         pub struct $class;
@@ -45,7 +45,7 @@ macro_rules! marker_class {
                 &self,
                 py: Python<'py>,
             ) -> PyResult<Bound<'py, PyCapsule>> {
-                PyCapsule::new_with_value(py, FFI_ScalarUDF::from($udf()), c"datafusion_scalar_udf")
+                PyCapsule::new_with_value(py, FFI_ScalarUDF::from(udf($marker)), c"datafusion_scalar_udf")
             }
 
             /// The marker with its simplify slot, for hosts that speak the
@@ -56,7 +56,7 @@ macro_rules! marker_class {
             ) -> PyResult<Bound<'py, PyCapsule>> {
                 PyCapsule::new_with_value(
                     py,
-                    FFI_SimplifyingScalarUDF::from($udf()),
+                    FFI_SimplifyingScalarUDF::from(udf($marker)),
                     c"datafusion_autograd_scalar_udf",
                 )
             }
@@ -71,21 +71,34 @@ macro_rules! marker_class {
 marker_class!(
     GradUDF,
     "GradUDF",
-    datafusion_autograd::grad_udf,
-    "`grad(expr, column)` = ∂expr/∂column."
+    Derivative::Grad,
+    concat!("`grad(expression, column)`: ", datafusion_autograd::marker_summary!(grad))
 );
 marker_class!(
     JvpUDF,
     "JvpUDF",
-    datafusion_autograd::jvp_udf,
-    "`jvp(expr, column, tangent)` = ∂expr/∂column · tangent."
+    Derivative::Jvp,
+    concat!("`jvp(expression, column, tangent)`: ", datafusion_autograd::marker_summary!(jvp))
 );
 marker_class!(
     VjpUDF,
     "VjpUDF",
-    datafusion_autograd::vjp_udf,
-    "`vjp(expr, column, cotangent)` = cotangent · ∂expr/∂column."
+    Derivative::Vjp,
+    concat!("`vjp(expression, column, cotangent)`: ", datafusion_autograd::marker_summary!(vjp))
 );
+
+/// What the marker called `name` computes, in one line.
+#[pyfunction]
+fn summary(name: &str) -> PyResult<&'static str> {
+    marker(name).map(Derivative::summary).map_err(py_err)
+}
+
+fn marker(name: &str) -> datafusion_common::Result<Derivative> {
+    match Derivative::from_name(name) {
+        Some(marker) => Ok(marker),
+        None => plan_err!("unknown marker `{name}`; expected grad, jvp or vjp"),
+    }
+}
 
 /// The derivative of a SQL expression with respect to a column, as SQL.
 #[pyfunction]
@@ -108,15 +121,12 @@ fn derivative<'py>(
     args: Vec<Vec<u8>>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let expand = || {
-        let Some(marker) = Derivative::from_name(name) else {
-            return plan_err!("unknown marker `{name}`; expected grad, jvp or vjp");
-        };
+        let marker = marker(name)?;
         let args = args
             .iter()
             .map(|a| expr_from_bytes(a))
             .collect::<Result<Vec<_>, _>>()?;
-        let call = marker.udf().call(args);
-        expr_to_bytes(&expand_detached(call)?)
+        expr_to_bytes(&marker.expand(&args, ColumnTypes::Unknown)?)
     };
     Ok(PyBytes::new(py, &expand().map_err(py_err)?))
 }
@@ -129,6 +139,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(differentiate, m)?)?;
     m.add_function(wrap_pyfunction!(rewrite_sql, m)?)?;
     m.add_function(wrap_pyfunction!(derivative, m)?)?;
+    m.add_function(wrap_pyfunction!(summary, m)?)?;
+    m.add("NOT_SIMPLIFIED", datafusion_autograd::NOT_SIMPLIFIED)?;
     m.add("AutogradError", m.py().get_type::<AutogradError>())?;
     Ok(())
 }

@@ -4,17 +4,13 @@
 //! its derivative, computed by the same engine, and leaves every other
 //! character of the text as it was. The host then plans plain SQL.
 
-use datafusion_common::arrow::datatypes::DataType;
-use datafusion_common::tree_node::{Transformed, TreeNode};
 use datafusion_common::{plan_datafusion_err, plan_err, Result};
-use datafusion_expr::{cast, Expr};
 use datafusion_sql::sqlparser::dialect::GenericDialect;
 use datafusion_sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
-use crate::linearize::is_condition;
-use crate::rules;
-use crate::sql::{plan_scalar, to_sql};
-use crate::udf::{expand_markers, Derivative};
+use super::{plan_scalar, to_sql};
+use crate::marker::{expand_markers, Derivative};
+use crate::reals::ColumnTypes;
 
 /// `sql` with every marker call replaced by its derivative, in parentheses.
 ///
@@ -61,61 +57,17 @@ fn expand_sql(call: &str) -> Result<String> {
         .into_iter()
         .next()
         .unwrap_or_else(|| unreachable!("one expression planned"));
-    to_sql(&expand_detached(expr)?)
-}
-
-/// Expands the markers in `expr`, for a host that will plan the result against
-/// a schema unknown here. Every column in arithmetic position is read as
-/// DOUBLE, so the host's planner coerces the result against the real types and
-/// an integer column is differentiated as the real number it holds; columns
-/// under comparisons and functions without a derivative rule keep their type.
-pub fn expand_detached(expr: Expr) -> Result<Expr> {
-    expand_markers(read_as_real(expr)?, None)
-}
-
-/// Casts the columns in arithmetic position to DOUBLE; conditions, and the
-/// arguments of functions that have no derivative rule, are left as written.
-fn read_as_real(expr: Expr) -> Result<Expr> {
-    let arithmetic = match &expr {
-        Expr::Column(_) | Expr::OuterReferenceColumn(..) => {
-            return Ok(cast(expr, DataType::Float64))
-        }
-        Expr::Case(case) => {
-            let mut case = case.clone();
-            for (_, then) in &mut case.when_then_expr {
-                **then = read_as_real(then.as_ref().clone())?;
-            }
-            if let Some(otherwise) = &mut case.else_expr {
-                **otherwise = read_as_real(otherwise.as_ref().clone())?;
-            }
-            return Ok(Expr::Case(case));
-        }
-        e if is_condition(e) => false,
-        Expr::BinaryExpr(_) | Expr::Negative(_) | Expr::Alias(_) => true,
-        Expr::ScalarFunction(f) => {
-            let name = f.func.name();
-            Derivative::from_name(name).is_some() || rules::rule(name).is_some()
-        }
-        Expr::Cast(c) => c.field.data_type().is_numeric(),
-        Expr::TryCast(c) => c.field.data_type().is_numeric(),
-        _ => false,
-    };
-    if !arithmetic {
-        return Ok(expr);
-    }
-    Ok(expr
-        .map_children(|child| read_as_real(child).map(Transformed::yes))?
-        .data)
+    to_sql(&expand_markers(expr, ColumnTypes::Unknown)?)
 }
 
 /// Source range of one marker call: from its name to its closing parenthesis.
-struct Call {
+struct MarkerSpan {
     start: Location,
     end: Location,
 }
 
 /// The outermost marker calls in `tokens`, in order.
-fn marker_calls(tokens: &[TokenWithSpan]) -> Result<Vec<Call>> {
+fn marker_calls(tokens: &[TokenWithSpan]) -> Result<Vec<MarkerSpan>> {
     let significant: Vec<&TokenWithSpan> = tokens
         .iter()
         .filter(|t| !matches!(t.token, Token::Whitespace(_)))
@@ -157,7 +109,7 @@ fn marker_calls(tokens: &[TokenWithSpan]) -> Result<Vec<Call>> {
                 significant[i].token
             );
         };
-        calls.push(Call {
+        calls.push(MarkerSpan {
             start: significant[i].span.start,
             end: significant[close].span.end,
         });

@@ -9,7 +9,7 @@ use datafusion_common::arrow::datatypes::{DataType, Field};
 use datafusion_common::config::ConfigOptions;
 use datafusion_common::{plan_datafusion_err, plan_err, DFSchema, Result, TableReference};
 use datafusion_expr::planner::ContextProvider;
-use datafusion_expr::{lit, AggregateUDF, Expr, HigherOrderUDF, ScalarUDF, TableSource, WindowUDF};
+use datafusion_expr::{AggregateUDF, Expr, HigherOrderUDF, ScalarUDF, TableSource, WindowUDF};
 use datafusion_sql::planner::{IdentNormalizer, PlannerContext, SqlToRel};
 use datafusion_sql::sqlparser::ast::{self, visit_expressions};
 use datafusion_sql::sqlparser::dialect::GenericDialect;
@@ -17,7 +17,11 @@ use datafusion_sql::sqlparser::parser::Parser;
 use datafusion_sql::sqlparser::tokenizer::Token;
 use datafusion_sql::unparser::Unparser;
 
-use crate::linearize::Linearizer;
+use crate::functions::scalar_functions;
+use crate::marker::Derivative;
+use crate::reals::ColumnTypes;
+
+pub(crate) mod bridge;
 
 /// The derivative of the SQL scalar expression `expr_sql` with respect to the
 /// column `wrt`, as SQL.
@@ -33,16 +37,13 @@ use crate::linearize::Linearizer;
 /// assert_eq!(differentiate_sql("sin(2 * x)", "x").unwrap(), "cos(2 * x) * 2.0");
 /// ```
 pub fn differentiate_sql(expr_sql: &str, wrt: &str) -> Result<String> {
-    let (exprs, schema) = plan_scalar(&[expr_sql, wrt])?;
-    let [expr, wrt] = <[Expr; 2]>::try_from(exprs).unwrap_or_else(|_| unreachable!("two planned"));
-    let Expr::Column(wrt) = wrt else {
+    let (exprs, _) = plan_scalar(&[expr_sql, wrt])?;
+    let wrt = &exprs[1];
+    if !matches!(wrt, Expr::Column(_)) {
         return plan_err!("the variable to differentiate by must be a column name, found `{wrt}`");
-    };
-    let seeds = [(wrt, lit(1.0_f64))];
-    let derivative = Linearizer::new(&seeds, Some(&schema))
-        .tangent_of(&expr)?
-        .into_expr();
-    to_sql(&derivative)
+    }
+    // Every free variable is a DOUBLE column, so the expression is real as written.
+    to_sql(&Derivative::Grad.expand(&exprs, ColumnTypes::Real)?)
 }
 
 /// Plans SQL scalar expressions over their free variables, which become the
@@ -136,10 +137,7 @@ struct ScalarContext {
 impl ScalarContext {
     fn new() -> Self {
         let mut functions = HashMap::new();
-        for udf in datafusion_functions::all_default_functions()
-            .into_iter()
-            .chain(crate::udfs())
-        {
+        for udf in scalar_functions() {
             for alias in udf.aliases() {
                 functions.insert(alias.clone(), Arc::clone(&udf));
             }

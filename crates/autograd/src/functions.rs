@@ -1,0 +1,35 @@
+//! The functions this crate adds to a session, and the ones an expression
+//! arriving from outside (SQL text, protobuf bytes) may call.
+
+use std::sync::Arc;
+
+use datafusion::prelude::SessionContext;
+use datafusion_expr::ScalarUDF;
+
+use crate::udf::udfs;
+
+/// DataFusion's built-in scalar functions followed by the markers.
+pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
+    datafusion_functions::all_default_functions()
+        .into_iter()
+        .chain(udfs())
+        .collect()
+}
+
+/// Registers `grad`, `jvp` and `vjp` on `ctx`.
+///
+/// ```
+/// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+/// use datafusion::prelude::SessionContext;
+///
+/// let ctx = SessionContext::new();
+/// datafusion_autograd::register(&ctx);
+/// let df = ctx.sql("SELECT grad(x * x * x, x) AS d FROM (VALUES (2.0)) AS t(x)").await.unwrap();
+/// let batches = df.collect().await.unwrap();
+/// # });
+/// ```
+pub fn register(ctx: &SessionContext) {
+    for udf in udfs() {
+        ctx.register_udf(udf.as_ref().clone());
+    }
+}

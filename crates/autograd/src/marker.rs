@@ -1,0 +1,252 @@
+//! What `grad`, `jvp` and `vjp` mean: each marker call stands for a
+//! derivative, formed here by the forward-mode engine and typed for the plan
+//! it replaces the call in.
+
+use datafusion_common::arrow::datatypes::DataType;
+use datafusion_common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion_common::{plan_err, Column, DFSchema, Result};
+use datafusion_expr::{cast, lit, Expr, ExprSchemable};
+use datafusion_optimizer::analyzer::type_coercion::TypeCoercionRewriter;
+
+use crate::condition::is_condition;
+use crate::linearize::Linearizer;
+use crate::reals::{as_real, ColumnTypes};
+
+/// One line per marker, the single source of the Rust docs, the Python
+/// docstrings and the markers' `documentation()`.
+#[macro_export]
+macro_rules! marker_summary {
+    (grad) => {
+        "The derivative ∂expression/∂column, at every row."
+    };
+    (jvp) => {
+        "The forward-mode product ∂expression/∂column · tangent, at every row."
+    };
+    (vjp) => {
+        "The reverse-mode product cotangent · ∂expression/∂column, at every row."
+    };
+}
+
+/// Which derivative a marker stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Derivative {
+    #[doc = marker_summary!(grad)]
+    Grad,
+    #[doc = marker_summary!(jvp)]
+    Jvp,
+    #[doc = marker_summary!(vjp)]
+    Vjp,
+}
+
+impl Derivative {
+    pub const ALL: [Derivative; 3] = [Derivative::Grad, Derivative::Jvp, Derivative::Vjp];
+
+    /// The SQL function name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Derivative::Grad => "grad",
+            Derivative::Jvp => "jvp",
+            Derivative::Vjp => "vjp",
+        }
+    }
+
+    /// The marker called `name`, if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    /// What the marker computes, in one line.
+    pub fn summary(self) -> &'static str {
+        match self {
+            Derivative::Grad => marker_summary!(grad),
+            Derivative::Jvp => marker_summary!(jvp),
+            Derivative::Vjp => marker_summary!(vjp),
+        }
+    }
+
+    /// The call with its arguments named.
+    pub fn usage(self) -> &'static str {
+        match self {
+            Derivative::Grad => "grad(expression, column)",
+            Derivative::Jvp => "jvp(expression, column, tangent)",
+            Derivative::Vjp => "vjp(expression, column, cotangent)",
+        }
+    }
+
+    /// The arguments' names and meanings, in order.
+    pub fn arguments(self) -> &'static [(&'static str, &'static str)] {
+        const EXPRESSION: (&str, &str) = (
+            "expression",
+            "The numeric expression to differentiate; it may itself contain markers.",
+        );
+        const COLUMN: (&str, &str) = (
+            "column",
+            "The column to differentiate by; every other column is held constant.",
+        );
+        match self {
+            Derivative::Grad => &[EXPRESSION, COLUMN],
+            Derivative::Jvp => &[
+                EXPRESSION,
+                COLUMN,
+                ("tangent", "The direction: any numeric expression."),
+            ],
+            Derivative::Vjp => &[
+                EXPRESSION,
+                COLUMN,
+                ("cotangent", "The weight: any numeric expression."),
+            ],
+        }
+    }
+
+    /// A query that shows the marker at work.
+    pub fn example(self) -> &'static str {
+        match self {
+            Derivative::Grad => "SELECT x, grad(sin(x) * x, x) AS slope FROM samples",
+            Derivative::Jvp => "SELECT jvp(exp(a * x), a, da) FROM samples",
+            Derivative::Vjp => "SELECT SUM(vjp(power(w * x - y, 2), w, 0.5)) FROM samples",
+        }
+    }
+
+    fn arity(self) -> usize {
+        self.arguments().len()
+    }
+
+    /// An error unless the marker is called with `n` arguments.
+    pub fn check_arity(self, n: usize) -> Result<()> {
+        if n != self.arity() {
+            return plan_err!("{} takes {} arguments, got {n}", self.usage(), self.arity());
+        }
+        Ok(())
+    }
+
+    /// The derivative this marker stands for, as an expression over the
+    /// marker's own arguments. Markers inside the arguments are expanded
+    /// first. With a schema, the result is type-coerced and DOUBLE, ready to
+    /// replace the call in a plan.
+    pub fn expand(self, args: &[Expr], types: ColumnTypes) -> Result<Expr> {
+        self.check_arity(args.len())?;
+        let Some(wrt) = column_of(&args[1]) else {
+            return plan_err!(
+                "the second argument of {} must be a column reference, found `{}`",
+                self.usage(),
+                args[1]
+            );
+        };
+        let args = args
+            .iter()
+            .map(|a| expand_markers(a.clone(), types))
+            .collect::<Result<Vec<_>>>()?;
+        let (tangent, cotangent) = match self {
+            Derivative::Grad => (lit(1.0_f64), None),
+            Derivative::Jvp => (args[2].clone(), None),
+            Derivative::Vjp => (lit(1.0_f64), Some(args[2].clone())),
+        };
+        let expression = as_real(args[0].clone().unalias_nested().data, types)?;
+        let seeds = [(wrt, tangent)];
+        let mut derivative = Linearizer::new(&seeds).tangent(&expression)?;
+        if let Some(cotangent) = cotangent {
+            derivative = derivative.times(cotangent);
+        }
+        let derivative = derivative.into_expr();
+        match types {
+            // The common case needs no second typing pass over the derivative,
+            // which is far larger than its inputs.
+            ColumnTypes::Schema(schema) if args.iter().all(|a| computes_in_double(a, schema)) => {
+                Ok(derivative)
+            }
+            ColumnTypes::Schema(schema) => as_double(derivative, schema),
+            ColumnTypes::Real | ColumnTypes::Unknown => Ok(derivative),
+        }
+    }
+}
+
+/// Replaces every marker call inside `expr` by its derivative, innermost first.
+pub fn expand_markers(expr: Expr, types: ColumnTypes) -> Result<Expr> {
+    expr.transform_up(|e| match &e {
+        Expr::ScalarFunction(f) => match Derivative::from_name(f.func.name()) {
+            Some(d) => Ok(Transformed::yes(d.expand(&f.args, types)?)),
+            None => Ok(Transformed::no(e)),
+        },
+        _ => Ok(Transformed::no(e)),
+    })
+    .map(|t| t.data)
+}
+
+/// `∂expr/∂wrt`: the derivative of `expr` with respect to the column `wrt`.
+///
+/// Other columns are held constant, and every column is taken to hold real
+/// numbers as written. Nested `grad`/`jvp`/`vjp` calls inside `expr` are
+/// differentiated first, so markers compose into higher orders.
+///
+/// ```
+/// use datafusion_autograd::differentiate;
+/// use datafusion_common::Column;
+/// use datafusion_expr::{col, lit};
+///
+/// let d = differentiate(&(col("x") * col("x") + col("y")), &Column::from_name("x")).unwrap();
+/// assert_eq!(d, col("x") + col("x"));
+/// ```
+pub fn differentiate(expr: &Expr, wrt: &Column) -> Result<Expr> {
+    linearize(expr, &[(wrt.clone(), lit(1.0_f64))])
+}
+
+/// The forward-mode derivative of `expr` along the tangent direction `seeds`:
+/// `Σ ∂expr/∂column · tangent` over the seeded `(column, tangent)` pairs.
+///
+/// A one-hot seed (`tangent = 1`) gives `grad`; an arbitrary tangent
+/// expression gives `jvp`.
+///
+/// ```
+/// use datafusion_autograd::linearize;
+/// use datafusion_common::Column;
+/// use datafusion_expr::{col, lit};
+///
+/// let seeds = [(Column::from_name("x"), col("dx")), (Column::from_name("y"), col("dy"))];
+/// let d = linearize(&(col("x") * col("y")), &seeds).unwrap();
+/// assert_eq!(d, col("y") * col("dx") + col("x") * col("dy"));
+/// ```
+pub fn linearize(expr: &Expr, seeds: &[(Column, Expr)]) -> Result<Expr> {
+    let expr = expand_markers(expr.clone(), ColumnTypes::Real)?
+        .unalias_nested()
+        .data;
+    Ok(Linearizer::new(seeds).tangent(&expr)?.into_expr())
+}
+
+/// The column a `wrt` argument names, looking through casts the planner added.
+fn column_of(expr: &Expr) -> Option<Column> {
+    match expr {
+        Expr::Column(c) | Expr::OuterReferenceColumn(_, c) => Some(c.clone()),
+        Expr::Cast(c) => column_of(&c.expr),
+        Expr::TryCast(c) => column_of(&c.expr),
+        Expr::Alias(a) => column_of(&a.expr),
+        _ => None,
+    }
+}
+
+/// Whether every number `expr` computes is a DOUBLE (conditions aside). A
+/// derivative built from such pieces and DOUBLE literals is DOUBLE throughout.
+fn computes_in_double(expr: &Expr, schema: &DFSchema) -> bool {
+    let mut double = true;
+    let _ = expr.apply(|e| {
+        if is_condition(e) {
+            return Ok(TreeNodeRecursion::Jump);
+        }
+        double = matches!(e.get_type(schema), Ok(DataType::Float64));
+        Ok(if double {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    });
+    double
+}
+
+/// Types `expr` the way the analyzer would have, then makes it DOUBLE, the
+/// markers' declared return type.
+fn as_double(expr: Expr, schema: &DFSchema) -> Result<Expr> {
+    let expr = expr.rewrite(&mut TypeCoercionRewriter::new(schema))?.data;
+    Ok(match expr.get_type(schema)? {
+        DataType::Float64 => expr,
+        _ => cast(expr, DataType::Float64),
+    })
+}
