@@ -15,13 +15,15 @@ use datafusion_sql::sqlparser::ast::{self, visit_expressions};
 use datafusion_sql::sqlparser::dialect::GenericDialect;
 use datafusion_sql::sqlparser::parser::Parser;
 use datafusion_sql::sqlparser::tokenizer::Token;
-use datafusion_sql::unparser::Unparser;
 
 use crate::functions::scalar_functions;
 use crate::marker::Derivative;
 use crate::reals::ColumnTypes;
 
 pub(crate) mod bridge;
+mod emit;
+
+pub(crate) use emit::to_sql;
 
 /// The derivative of the SQL scalar expression `expr_sql` with respect to the
 /// column `wrt`, as SQL.
@@ -61,14 +63,6 @@ pub(crate) fn plan_scalar(sql: &[&str]) -> Result<(Vec<Expr>, DFSchema)> {
         .map(|ast| planner.sql_to_expr(ast, &schema, &mut PlannerContext::new()))
         .collect::<Result<Vec<_>>>()?;
     Ok((exprs, schema))
-}
-
-/// Prints an expression as SQL without redundant parentheses.
-pub(crate) fn to_sql(expr: &Expr) -> Result<String> {
-    Ok(Unparser::default()
-        .with_pretty(true)
-        .expr_to_sql(expr)?
-        .to_string())
 }
 
 /// Parses exactly one SQL expression.

@@ -105,3 +105,50 @@ async fn rewritten_sql_runs_on_a_context_without_the_markers() {
     // Row a: ∂(x²)/∂x + ∂(i/2)/∂i over the reals; row b: the CASE yields NULL.
     assert_eq!(got, vec![vec![Some(2.0 * 1.5 + 0.5)], vec![None]]);
 }
+
+/// Signs and non-finite constants print so that the text reads back as the
+/// expression: `--` would start a comment, `inf` would read as a column.
+#[tokio::test]
+async fn signs_and_non_finite_constants_read_back() {
+    let ctx = context();
+    let xs = [0.3, -1.1, 2.5];
+    let ys = [1.5, -0.5, 0.2];
+    register(
+        &ctx,
+        "pts",
+        &[
+            ("x", xs.iter().map(|&v| Some(v)).collect()),
+            ("y", ys.iter().map(|&v| Some(v)).collect()),
+        ],
+    );
+    let cases: [Case; 5] = [
+        ("-(-y) * x", "x", |_, y| y),
+        ("exp(-(-x))", "x", |x, _| x.exp()),
+        ("-(-(-x)) * y", "x", |_, y| -y),
+        (
+            "CASE WHEN -(-0.384) > abs(y) THEN x * x ELSE -x END",
+            "x",
+            |x, y| if 0.384 > y.abs() { 2.0 * x } else { -1.0 },
+        ),
+        ("x * 1e200 * 1e200", "x", |_, _| f64::INFINITY),
+    ];
+    for (f, wrt, d) in cases {
+        let derivative = differentiate_sql(f, wrt).unwrap();
+        assert!(!derivative.contains("--"), "{derivative}");
+        let marker = format!("SELECT grad({f}, {wrt}) FROM pts ORDER BY id");
+        for sql in [
+            format!("SELECT {derivative} FROM pts ORDER BY id"),
+            rewrite_sql(&marker).unwrap(),
+        ] {
+            let got = column(&ctx, &sql).await;
+            for i in 0..xs.len() {
+                let want = d(xs[i], ys[i]);
+                if want.is_finite() {
+                    assert_close(got[i], want, 1e-12, &format!("d/d{wrt} {f} = {sql}"));
+                } else {
+                    assert_eq!(got[i], want, "d/d{wrt} {f} = {sql}");
+                }
+            }
+        }
+    }
+}
