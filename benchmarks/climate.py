@@ -21,9 +21,9 @@ lowest level is saved as a PNG.
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/climate.py            # 8 × 4 × 73 × 144 grid
-    .venv/bin/python benchmarks/climate.py --quick    # 2 × 2 × 19 × 36 grid
-    .venv/bin/python benchmarks/climate.py --out /tmp/maps
+    .venv/bin/python -m benchmarks.climate            # 8 × 4 × 73 × 144 grid
+    .venv/bin/python -m benchmarks.climate --quick    # 2 × 2 × 19 × 36 grid
+    .venv/bin/python -m benchmarks.climate --out /tmp/maps
 """
 
 from __future__ import annotations

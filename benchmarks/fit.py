@@ -16,8 +16,8 @@ the data. They must agree to a relative 1e-9 at every step.
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/fit.py            # 10 000 points, 1 000 steps
-    .venv/bin/python benchmarks/fit.py --quick    # 50 points, 100 steps
+    .venv/bin/python -m benchmarks.fit            # 10 000 points, 1 000 steps
+    .venv/bin/python -m benchmarks.fit --quick    # 50 points, 100 steps
 """
 
 from __future__ import annotations

@@ -37,9 +37,9 @@ same loss at every step to a relative 1e-9.
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/mlp_digits.py           # 30 epochs, 690 steps
-    .venv/bin/python benchmarks/mlp_digits.py --quick   # 8 steps
-    .venv/bin/python benchmarks/mlp_digits.py --out /tmp/plots
+    .venv/bin/python -m benchmarks.mlp_digits           # 30 epochs, 690 steps
+    .venv/bin/python -m benchmarks.mlp_digits --quick   # 8 steps
+    .venv/bin/python -m benchmarks.mlp_digits --out /tmp/plots
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The benchmark suite: every ratio measured side by side in one run.
 
-    .venv/bin/python benchmarks/run.py            # full run, by hand (release build, ~20 min)
-    .venv/bin/python benchmarks/run.py --quick    # smoke run, part of the test command
+    .venv/bin/python -m benchmarks.run            # full run, by hand (release build, ~20 min)
+    .venv/bin/python -m benchmarks.run --quick    # smoke run, part of the test command
 
 - P1  ``SELECT SUM(grad(f(x), x))`` against the same derivative written by hand in SQL,
       on the same engine (PyPI ``datafusion`` through the SQL bridge), for several f;
@@ -25,7 +25,6 @@ import os
 import platform
 import statistics
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 from datafusion import SessionContext
 
-import datafusion_autograd
+from benchmarks import mlp_digits
 from datafusion_autograd import AutogradContext
 
 HERE = Path(__file__).resolve().parent
@@ -223,10 +222,6 @@ def criterion(quick: bool, out: Path) -> dict[str, Timing]:
 
 def mlp(quick: bool, out: Path) -> dict:
     """P6: the digits MLP's step time in SQL and numpy (trained and checked by its own script)."""
-    if str(HERE) not in sys.path:
-        sys.path.insert(0, str(HERE))
-    import mlp_digits
-
     run = mlp_digits.main(quick=quick, out=out)
     return {key: run[key] for key in ("steps", "sql_step_seconds", "numpy_step_seconds", "test_accuracy", "max_rel_loss_diff")}
 
