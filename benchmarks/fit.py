@@ -12,7 +12,7 @@ current parameters with every point, takes ``AVG(grad(loss, fit.a))`` and
 every step's parameters and loss, ordered by step. That trajectory is checked
 against gradient descent in numpy with the same start, learning rate and number
 of steps, whose gradient is written out by hand, so the two share nothing but
-the data. They must agree to a relative 1e-9 at every step.
+the data. They must agree to a relative 1e-9 at every step (``compare.RTOL``).
 
 Run from the repository root::
 
@@ -31,11 +31,9 @@ import numpy as np
 import pyarrow as pa
 from datafusion import SessionContext
 
+from benchmarks.compare import check, max_relative_difference
 from datafusion_autograd import AutogradContext
 
-RTOL = 1e-9
-# Trajectories start at literal parameters, some of them exactly 0.
-ATOL = 1e-15
 SEED = 0
 
 Array = np.ndarray
@@ -201,21 +199,11 @@ def numpy_descent(problem: Problem, x: Array, y: Array, steps: int) -> Trajector
     return Trajectory(np.array(params), losses, seconds)
 
 
-def max_relative_difference(got: Array, want: Array) -> float:
-    """Largest |got − want| / |want|; entries where want is 0 must match exactly."""
-    zero = want == 0
-    if np.any(got[zero] != 0):
-        return float("inf")
-    return float(np.max(np.abs(got[~zero] - want[~zero]) / np.abs(want[~zero])))
-
-
 def fit(problem: Problem, points: int, steps: int, rng: np.random.Generator) -> dict:
     """Runs one problem in SQL and in numpy and checks them against each other step by step."""
     x, y = sample(problem, points, rng)
     sql = sql_descent(problem, x, y, steps)
     reference = numpy_descent(problem, x, y, steps)
-    np.testing.assert_allclose(sql.params, reference.params, rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(sql.losses, reference.losses, rtol=RTOL, atol=ATOL)
     return {
         "points": points,
         "steps": steps,
@@ -223,8 +211,12 @@ def fit(problem: Problem, points: int, steps: int, rng: np.random.Generator) -> 
         "numpy_params": reference.params,
         "sql_losses": sql.losses,
         "numpy_losses": reference.losses,
-        "max_rel_param_diff": max_relative_difference(sql.params, reference.params),
-        "max_rel_loss_diff": max_relative_difference(sql.losses, reference.losses),
+        "max_rel_param_diff": check(
+            f"{problem.formula}: (a, b), SQL vs numpy", max_relative_difference(sql.params, reference.params)
+        ),
+        "max_rel_loss_diff": check(
+            f"{problem.formula}: loss, SQL vs numpy", max_relative_difference(sql.losses, reference.losses)
+        ),
         "optimum": problem.optimum(x, y),
         "sql_seconds": sql.seconds,
         "numpy_seconds": reference.seconds,

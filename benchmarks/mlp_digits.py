@@ -33,7 +33,7 @@ The test-set loss and accuracy are one SQL query over the same forward pass.
 A numpy network with the same seeded initialisation (uniform ±1/√fan_in), the
 same learning rate and the same mini-batches, whose gradients are the usual
 hand-derived matrix formulas ((p − onehot)/n for the logits), must produce the
-same loss at every step to a relative 1e-9.
+same loss at every step to a relative 1e-9 (``compare.RTOL``).
 
 Run from the repository root::
 
@@ -57,10 +57,10 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
+from benchmarks.compare import check, max_difference_relative_to_largest, max_relative_difference
 from datafusion_autograd import AutogradContext
 
 FEATURES, HIDDEN, CLASSES = 64, 32, 10
-RTOL = 1e-9
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 Array = np.ndarray
@@ -449,16 +449,6 @@ def train(config: Config, split: Split) -> Run:
     return run
 
 
-def max_relative_difference(got: Array | list[float], want: Array | list[float]) -> float:
-    got, want = np.asarray(got, dtype=float), np.asarray(want, dtype=float)
-    return float(np.max(np.abs(got - want) / np.abs(want)))
-
-
-def params_difference(got: Params, want: Params) -> float:
-    """Largest entry-wise |got − want| relative to the largest |want| of the same tensor."""
-    return max(float(np.max(np.abs(got[name] - want[name])) / np.max(np.abs(want[name]))) for name in want)
-
-
 def plot(run: Run, path: Path) -> None:
     sql, reference, evaluated = run.sql, run.numpy, run.evaluated_after
     # A bare Figure renders with Agg and leaves pyplot's global state alone.
@@ -480,15 +470,22 @@ def plot(run: Run, path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
-def check(run: Run) -> None:
-    """The SQL run is the numpy run: losses at every step and evaluation, and final weights."""
+def check_agreement(run: Run) -> dict[str, float]:
+    """The SQL run is the numpy run: losses at every step and evaluation, and final weights.
+
+    Returns the largest relative differences, each checked against ``compare.RTOL``;
+    the test accuracies must be equal.
+    """
     sql, reference = run.sql, run.numpy
-    np.testing.assert_allclose(sql.losses, reference.losses, rtol=RTOL, atol=0)
-    np.testing.assert_allclose(sql.test_losses, reference.test_losses, rtol=RTOL, atol=0)
     np.testing.assert_array_equal(sql.test_accuracies, reference.test_accuracies)
-    for name, want in run.numpy_params.items():
-        # Entries near 0 are judged against the scale of their tensor.
-        np.testing.assert_allclose(run.sql_params[name], want, rtol=RTOL, atol=RTOL * np.max(np.abs(want)))
+    weights = max(
+        max_difference_relative_to_largest(run.sql_params[name], want) for name, want in run.numpy_params.items()
+    )
+    return {
+        "max_rel_loss_diff": check("batch loss", max_relative_difference(sql.losses, reference.losses)),
+        "max_rel_test_loss_diff": check("test loss", max_relative_difference(sql.test_losses, reference.test_losses)),
+        "max_rel_param_diff": check("final weights", weights),
+    }
 
 
 def report(config: Config, result: dict) -> None:
@@ -519,7 +516,7 @@ def main(quick: bool = False, out: Path | None = None) -> dict:
     config = QUICK if quick else FULL
     split = load_split()
     run, wall_seconds = timed(train, config, split)
-    check(run)
+    differences = check_agreement(run)
     png = Path(out if out is not None else DEFAULT_OUT) / ("mlp_digits_quick.png" if quick else "mlp_digits.png")
     plot(run, png)
     sql, reference = run.sql, run.numpy
@@ -527,17 +524,15 @@ def main(quick: bool = False, out: Path | None = None) -> dict:
         "steps": len(sql.losses),
         "sql_losses": np.array(sql.losses),
         "numpy_losses": np.array(reference.losses),
-        "max_rel_loss_diff": max_relative_difference(sql.losses, reference.losses),
         "evaluated_after": run.evaluated_after,
         "sql_test_losses": np.array(sql.test_losses),
         "numpy_test_losses": np.array(reference.test_losses),
-        "max_rel_test_loss_diff": max_relative_difference(sql.test_losses, reference.test_losses),
         "sql_test_accuracies": np.array(sql.test_accuracies),
         "numpy_test_accuracies": np.array(reference.test_accuracies),
         "test_accuracy": sql.test_accuracies[-1],
         "numpy_test_accuracy": reference.test_accuracies[-1],
         "test_samples": len(split.test_y),
-        "max_rel_param_diff": params_difference(run.sql_params, run.numpy_params),
+        **differences,
         "sql_step_seconds": float(np.mean(sql.step_seconds)),
         "numpy_step_seconds": float(np.mean(reference.step_seconds)),
         "wall_seconds": wall_seconds,

@@ -39,6 +39,7 @@ import pyarrow as pa
 from datafusion import SessionContext
 
 from benchmarks import mlp_digits
+from benchmarks.compare import check, max_relative_difference
 from datafusion_autograd import AutogradContext
 
 HERE = Path(__file__).resolve().parent
@@ -175,10 +176,8 @@ def elementwise(rows: int, repeats: int) -> list[dict]:
             summed = jax.jit(lambda v, f=case.f_jax: jnp.sum(jax.vmap(jax.grad(f))(v)))
             variants["jax"] = lambda summed=summed: float(summed(x_jax).block_until_ready())
         values = {name: float(run()) for name, run in variants.items()}
-        reference = values["numpy"]
         for name, value in values.items():
-            if not np.isclose(value, reference, rtol=1e-9, atol=1e-9):
-                raise AssertionError(f"P1 {case.name}: {name} summed to {value}, numpy to {reference}")
+            check(f"P1 {case.name}: {name}'s sum against numpy's", max_relative_difference(value, values["numpy"]))
         timings = interleaved(variants, repeats)
         results.append({"name": case.name, "f": case.f, "timings": timings})
     return results

@@ -15,8 +15,7 @@ import numpy as np
 import pytest
 
 from benchmarks import fit, mlp_digits
-
-RTOL = 1e-9
+from benchmarks.compare import RTOL
 
 
 @pytest.fixture(scope="module")
