@@ -28,8 +28,6 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +40,9 @@ import numpy as np  # noqa: E402
 import xarray as xr  # noqa: E402
 from xarray_sql import XarrayContext  # noqa: E402
 
+from benchmarks.cli import RESULTS, arguments  # noqa: E402
 from benchmarks.compare import check, max_relative_difference  # noqa: E402
+from benchmarks.timing import timed  # noqa: E402
 import datafusion_autograd as ag  # noqa: E402
 
 SEED = 0
@@ -50,7 +50,6 @@ SEED = 0
 # different but equal formula, evaluated with exp on both sides.
 TOLERANCES = {"speed_rel_error": 1e-12, "des_dt_rel_error": 1e-10}
 TABLE = "era5"
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 MAP_FILE = "climate_des_dt.png"
 
 KELVIN_AT_0C = 273.15
@@ -186,11 +185,9 @@ def sql_derivatives(ds: xr.Dataset) -> tuple[xr.Dataset, float]:
     ctx = ag.register(XarrayContext())
     # One partition per time step, as ERA5 is usually chunked.
     ctx.from_dataset(TABLE, ds, chunks={"time": 1})
-    started = time.perf_counter()
     # chunks=None keeps the result in numpy: the default would hand the
     # time-chunked result to dask.
-    result = ctx.sql(derivative_query(TABLE)).to_dataset(chunks=None).load()
-    seconds = time.perf_counter() - started
+    result, seconds = timed(lambda: ctx.sql(derivative_query(TABLE)).to_dataset(chunks=None).load())
     result["dspeed_du"].attrs = {"units": "1", "long_name": "sensitivity of wind speed to u"}
     result["des_dt"].attrs = {"units": "hPa K-1", "long_name": "slope of saturation vapour pressure"}
     return result.transpose(*ds["u"].dims), seconds
@@ -264,16 +261,14 @@ def main(quick: bool = False, out: Path | None = None) -> dict:
     grid = QUICK_GRID if quick else FULL_GRID
     ds = era5_like(grid)
     derivatives, sql_seconds = sql_derivatives(ds)
-    started = time.perf_counter()
-    reference = numpy_derivatives(ds)
-    numpy_seconds = time.perf_counter() - started
+    reference, numpy_seconds = timed(numpy_derivatives, ds)
     results = {
         "points": int(np.prod(grid.shape)),
         "speed_rel_error": max_relative_error(derivatives["dspeed_du"], reference["dspeed_du"]),
         "des_dt_rel_error": max_relative_error(derivatives["des_dt"], reference["des_dt"]),
         "sql_seconds": sql_seconds,
         "numpy_seconds": numpy_seconds,
-        "map": save_map(lowest_level_map(derivatives), (out or DEFAULT_OUT) / MAP_FILE),
+        "map": save_map(lowest_level_map(derivatives), (out or RESULTS) / MAP_FILE),
     }
     report(grid, results)
     for key, tolerance in TOLERANCES.items():
@@ -281,13 +276,5 @@ def main(quick: bool = False, out: Path | None = None) -> dict:
     return results
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="a 2 × 2 × 19 × 36 grid, not 8 × 4 × 73 × 144")
-    parser.add_argument("--out", type=Path, help=f"directory for the PNG (default {DEFAULT_OUT})")
-    return parser.parse_args()
-
-
 if __name__ == "__main__":
-    arguments = parse_args()
-    main(quick=arguments.quick, out=arguments.out)
+    main(**arguments(__doc__, quick="a 2 × 2 × 19 × 36 grid, not 8 × 4 × 73 × 144", draws=True))

@@ -22,8 +22,6 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -31,7 +29,9 @@ import numpy as np
 import pyarrow as pa
 from datafusion import SessionContext
 
+from benchmarks.cli import arguments
 from benchmarks.compare import check, max_relative_difference
+from benchmarks.timing import timed
 from datafusion_autograd import AutogradContext
 
 SEED = 0
@@ -182,19 +182,20 @@ def sql_descent(problem: Problem, x: Array, y: Array, steps: int) -> Trajectory:
     ctx = AutogradContext()
     register(ctx, "points", {"x": x, "y": y})
     register(ctx, "start", {"a": [problem.start[0]], "b": [problem.start[1]]})
-    started = time.perf_counter()
-    result = ctx.sql(descent_sql(problem, steps)).to_pydict()
-    seconds = time.perf_counter() - started
+    result, seconds = timed(lambda: ctx.sql(descent_sql(problem, steps)).to_pydict())
     return Trajectory(np.column_stack([result["a"], result["b"]]), np.array(result["loss"]), seconds)
 
 
 def numpy_descent(problem: Problem, x: Array, y: Array, steps: int) -> Trajectory:
     """The same descent with the hand-derived gradient; the time covers the steps only."""
-    started = time.perf_counter()
-    params = [np.array(problem.start, dtype=float)]
-    for _ in range(steps):
-        params.append(params[-1] - problem.lr * problem.gradient(params[-1], x, y))
-    seconds = time.perf_counter() - started
+
+    def descend() -> list[Array]:
+        params = [np.array(problem.start, dtype=float)]
+        for _ in range(steps):
+            params.append(params[-1] - problem.lr * problem.gradient(params[-1], x, y))
+        return params
+
+    params, seconds = timed(descend)
     losses = np.array([np.mean((problem.predict(p, x) - y) ** 2) for p in params])
     return Trajectory(np.array(params), losses, seconds)
 
@@ -249,11 +250,5 @@ def main(quick: bool = False) -> dict:
     return results
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="50 points and 100 steps")
-    return parser.parse_args()
-
-
 if __name__ == "__main__":
-    main(quick=parse_args().quick)
+    main(**arguments(__doc__, quick="50 points and 100 steps"))

@@ -44,11 +44,8 @@ Run from the repository root::
 
 from __future__ import annotations
 
-import argparse
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -57,11 +54,12 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
+from benchmarks.cli import RESULTS, arguments
 from benchmarks.compare import check, max_difference_relative_to_largest, max_relative_difference
+from benchmarks.timing import timed
 from datafusion_autograd import AutogradContext
 
 FEATURES, HIDDEN, CLASSES = 64, 32, 10
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 Array = np.ndarray
 Params = dict[str, Array]
@@ -408,15 +406,6 @@ class Run:
     numpy_params: Params = field(default_factory=dict)
 
 
-Result = TypeVar("Result")
-
-
-def timed(function: Callable[..., Result], *args: Any) -> tuple[Result, float]:
-    started = time.perf_counter()
-    result = function(*args)
-    return result, time.perf_counter() - started
-
-
 def train(config: Config, split: Split) -> Run:
     """Trains the SQL and numpy networks side by side on the same batches.
 
@@ -517,7 +506,7 @@ def main(quick: bool = False, out: Path | None = None) -> dict:
     split = load_split()
     run, wall_seconds = timed(train, config, split)
     differences = check_agreement(run)
-    png = Path(out if out is not None else DEFAULT_OUT) / ("mlp_digits_quick.png" if quick else "mlp_digits.png")
+    png = Path(out if out is not None else RESULTS) / ("mlp_digits_quick.png" if quick else "mlp_digits.png")
     plot(run, png)
     sql, reference = run.sql, run.numpy
     result = {
@@ -542,13 +531,5 @@ def main(quick: bool = False, out: Path | None = None) -> dict:
     return result
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help=f"train {QUICK.max_steps} steps only")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for the PNG of the curves")
-    return parser.parse_args()
-
-
 if __name__ == "__main__":
-    arguments = parse_args()
-    main(quick=arguments.quick, out=arguments.out)
+    main(**arguments(__doc__, quick=f"train {QUICK.max_steps} steps only", draws=True))
