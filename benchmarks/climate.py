@@ -1,8 +1,8 @@
 """Derivatives of climate diagnostics in SQL over an ERA5-like ``xarray.Dataset``.
 
 A gridded Dataset goes into SQL through ``xarray_sql.XarrayContext`` and the
-derivatives come back as an ``xarray.Dataset`` on the same grid, one evaluation
-point per grid cell:
+derivatives, computed by one query (``sql/climate/derivatives.sql``), come back
+as an ``xarray.Dataset`` on the same grid, one evaluation point per grid cell:
 
 * wind-speed sensitivity ``grad(sqrt(u*u + v*v), u)``, which is exactly
   ``u / speed``;
@@ -42,6 +42,7 @@ from xarray_sql import XarrayContext  # noqa: E402
 
 from benchmarks.cli import RESULTS, arguments  # noqa: E402
 from benchmarks.compare import check, max_relative_difference  # noqa: E402
+from benchmarks.sql import statement  # noqa: E402
 from benchmarks.timing import timed  # noqa: E402
 import datafusion_autograd as ag  # noqa: E402
 
@@ -49,11 +50,13 @@ SEED = 0
 # u/|V| comes out of the rule for sqrt almost verbatim; the Magnus slope is a
 # different but equal formula, evaluated with exp on both sides.
 TOLERANCES = {"speed_rel_error": 1e-12, "des_dt_rel_error": 1e-10}
+# The table that sql/climate/derivatives.sql reads.
 TABLE = "era5"
 MAP_FILE = "climate_des_dt.png"
 
 KELVIN_AT_0C = 273.15
-# Magnus coefficients over liquid water (Bolton 1980): e_s in hPa, tc in °C.
+# Magnus coefficients over liquid water (Bolton 1980): e_s in hPa, tc in °C; the SQL
+# writes them out as literals, and the check against numpy keeps the two in step.
 MAGNUS_A = 6.112
 MAGNUS_B = 17.67
 MAGNUS_C = 243.5
@@ -161,22 +164,6 @@ def era5_like(grid: Grid, seed: int = SEED) -> xr.Dataset:
     )
 
 
-def magnus_sql(temperature: str) -> str:
-    """Saturation vapour pressure in hPa as a SQL expression of a temperature in kelvin."""
-    celsius = f"({temperature} - {KELVIN_AT_0C!r})"
-    return f"{MAGNUS_A!r} * exp({MAGNUS_B!r} * {celsius} / ({celsius} + {MAGNUS_C!r}))"
-
-
-def derivative_query(table: str) -> str:
-    """One SELECT giving both derivatives at every grid cell of ``table``."""
-    return f"""
-SELECT time, level, lat, lon,
-       grad(sqrt(u * u + v * v), u) AS dspeed_du,
-       grad({magnus_sql("temperature")}, temperature) AS des_dt
-FROM {table}
-"""
-
-
 def sql_derivatives(ds: xr.Dataset) -> tuple[xr.Dataset, float]:
     """Both derivatives computed in SQL, back as a Dataset on ``ds``'s grid, and the seconds taken.
 
@@ -187,7 +174,7 @@ def sql_derivatives(ds: xr.Dataset) -> tuple[xr.Dataset, float]:
     ctx.from_dataset(TABLE, ds, chunks={"time": 1})
     # chunks=None keeps the result in numpy: the default would hand the
     # time-chunked result to dask.
-    result, seconds = timed(lambda: ctx.sql(derivative_query(TABLE)).to_dataset(chunks=None).load())
+    result, seconds = timed(lambda: ctx.sql(statement("climate/derivatives")).to_dataset(chunks=None).load())
     result["dspeed_du"].attrs = {"units": "1", "long_name": "sensitivity of wind speed to u"}
     result["des_dt"].attrs = {"units": "hPa K-1", "long_name": "slope of saturation vapour pressure"}
     return result.transpose(*ds["u"].dims), seconds

@@ -6,10 +6,11 @@ Two models are fitted to noisy samples by minimising the mean squared error:
 * an exponential decay, y ≈ a·exp(b·x) (nonlinear in b; Gauss–Newton in numpy
   gives the optimum).
 
-Each fit is a single ``WITH RECURSIVE`` statement. The recursive term joins the
-current parameters with every point, takes ``AVG(grad(loss, fit.a))`` and
-``AVG(grad(loss, fit.b))`` and steps against them; the final SELECT returns
-every step's parameters and loss, ordered by step. That trajectory is checked
+Each fit is a single ``WITH RECURSIVE`` statement (``sql/fit/line.sql``,
+``sql/fit/decay.sql``). The recursive term joins the current parameters with
+every point, takes ``AVG(grad(loss, fit.a))`` and ``AVG(grad(loss, fit.b))``
+and steps against them; the final SELECT returns every step's parameters and
+loss, ordered by step. That trajectory is checked
 against gradient descent in numpy with the same start, learning rate and number
 of steps, whose gradient is written out by hand, so the two share nothing but
 the data. They must agree to a relative 1e-9 at every step (``compare.RTOL``).
@@ -31,6 +32,7 @@ from datafusion import SessionContext
 
 from benchmarks.cli import arguments
 from benchmarks.compare import check, max_relative_difference
+from benchmarks.sql import statement
 from benchmarks.timing import timed
 from datafusion_autograd import AutogradContext
 
@@ -44,8 +46,8 @@ class Problem:
     """A model with parameters (a, b), fitted to points (x, y) by gradient descent."""
 
     formula: str
-    # The prediction in SQL, over the CTE's ``fit.a``, ``fit.b`` and ``points.x``.
-    prediction_sql: str
+    # The whole descent in SQL: every step's (a, b, loss) from the tables points, start and hyper.
+    descent_sql: str
     predict: Callable[[Array, Array], Array]
     # ∇ of the mean squared error with respect to (a, b), derived by hand.
     gradient: Callable[[Array, Array, Array], Array]
@@ -103,7 +105,7 @@ def decay_optimum(x: Array, y: Array, iterations: int = 50) -> Array:
 
 LINE = Problem(
     formula="y = a·x + b",
-    prediction_sql="fit.a * points.x + fit.b",
+    descent_sql=statement("fit/line"),
     predict=line,
     gradient=line_gradient,
     optimum=line_optimum,
@@ -116,7 +118,7 @@ LINE = Problem(
 
 DECAY = Problem(
     formula="y = a·exp(b·x)",
-    prediction_sql="fit.a * exp(fit.b * points.x)",
+    descent_sql=statement("fit/decay"),
     predict=decay,
     gradient=decay_gradient,
     optimum=decay_optimum,
@@ -146,33 +148,6 @@ def sample(problem: Problem, n: int, rng: np.random.Generator) -> tuple[Array, A
     return x, y
 
 
-def descent_sql(problem: Problem, steps: int) -> str:
-    """One statement: ``steps`` gradient-descent steps, then every step's (a, b, loss).
-
-    The start point is read from the relation ``start(a, b)`` rather than written
-    as literals: DataFusion 54.0.0 fails a recursive CTE whose anchor columns are
-    non-nullable while its recursive term (AVG) makes them nullable, once the
-    result is grouped (apache/datafusion#22034, fixed for 54.1.0).
-    """
-    loss = f"power({problem.prediction_sql} - points.y, 2)"
-    return f"""
-WITH RECURSIVE fit(step, a, b) AS (
-    SELECT 0 AS step, a, b FROM start
-    UNION ALL
-    SELECT step + 1,
-           a - {problem.lr!r} * AVG(grad({loss}, fit.a)),
-           b - {problem.lr!r} * AVG(grad({loss}, fit.b))
-    FROM fit CROSS JOIN points
-    WHERE step < {steps}
-    GROUP BY step, a, b
-)
-SELECT step, a, b, AVG({loss}) AS loss
-FROM fit CROSS JOIN points
-GROUP BY step, a, b
-ORDER BY step
-"""
-
-
 def register(ctx: SessionContext, name: str, columns: dict) -> None:
     ctx.register_record_batches(name, [[pa.RecordBatch.from_pydict(columns)]])
 
@@ -182,7 +157,8 @@ def sql_descent(problem: Problem, x: Array, y: Array, steps: int) -> Trajectory:
     ctx = AutogradContext()
     register(ctx, "points", {"x": x, "y": y})
     register(ctx, "start", {"a": [problem.start[0]], "b": [problem.start[1]]})
-    result, seconds = timed(lambda: ctx.sql(descent_sql(problem, steps)).to_pydict())
+    register(ctx, "hyper", {"lr": [problem.lr], "steps": [steps]})
+    result, seconds = timed(lambda: ctx.sql(problem.descent_sql).to_pydict())
     return Trajectory(np.column_stack([result["a"], result["b"]]), np.array(result["loss"]), seconds)
 
 
