@@ -22,7 +22,7 @@ DIRECTORY = Path(__file__).resolve().parent
 END_OF_STATEMENT = re.compile(r";[ \t]*$", re.MULTILINE)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def statements(name: str) -> tuple[str, ...]:
     """The statements of ``<name>.sql``, in order, without their semicolons and comment lines.
 
