@@ -6,24 +6,23 @@ Two models are fitted to noisy samples by minimising the mean squared error:
 * an exponential decay, y ≈ a·exp(b·x) (nonlinear in b; Gauss–Newton in numpy
   gives the optimum).
 
-Each fit is a single ``WITH RECURSIVE`` statement. The recursive term joins the
-current parameters with every point, takes ``AVG(grad(loss, fit.a))`` and
-``AVG(grad(loss, fit.b))`` and steps against them; the final SELECT returns
-every step's parameters and loss, ordered by step. That trajectory is checked
+Each fit is a single ``WITH RECURSIVE`` statement (``sql/fit/line.sql``,
+``sql/fit/decay.sql``). The recursive term joins the current parameters with
+every point, takes ``AVG(grad(loss, fit.a))`` and ``AVG(grad(loss, fit.b))``
+and steps against them; the final SELECT returns every step's parameters and
+loss, ordered by step. That trajectory is checked
 against gradient descent in numpy with the same start, learning rate and number
 of steps, whose gradient is written out by hand, so the two share nothing but
-the data. They must agree to a relative 1e-9 at every step.
+the data. They must agree to a relative 1e-9 at every step (``compare.RTOL``).
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/fit.py            # 10 000 points, 1 000 steps
-    .venv/bin/python benchmarks/fit.py --quick    # 50 points, 100 steps
+    .venv/bin/python -m benchmarks.fit            # 10 000 points, 1 000 steps
+    .venv/bin/python -m benchmarks.fit --quick    # 50 points, 100 steps
 """
 
 from __future__ import annotations
 
-import argparse
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -31,11 +30,12 @@ import numpy as np
 import pyarrow as pa
 from datafusion import SessionContext
 
+from benchmarks.cli import arguments
+from benchmarks.compare import check, max_relative_difference
+from benchmarks.sql import statement
+from benchmarks.timing import timed
 from datafusion_autograd import AutogradContext
 
-RTOL = 1e-9
-# Trajectories start at literal parameters, some of them exactly 0.
-ATOL = 1e-15
 SEED = 0
 
 Array = np.ndarray
@@ -46,8 +46,8 @@ class Problem:
     """A model with parameters (a, b), fitted to points (x, y) by gradient descent."""
 
     formula: str
-    # The prediction in SQL, over the CTE's ``fit.a``, ``fit.b`` and ``points.x``.
-    prediction_sql: str
+    # The whole descent in SQL: every step's (a, b, loss) from the tables points, start and hyper.
+    descent_sql: str
     predict: Callable[[Array, Array], Array]
     # ∇ of the mean squared error with respect to (a, b), derived by hand.
     gradient: Callable[[Array, Array, Array], Array]
@@ -105,7 +105,7 @@ def decay_optimum(x: Array, y: Array, iterations: int = 50) -> Array:
 
 LINE = Problem(
     formula="y = a·x + b",
-    prediction_sql="fit.a * points.x + fit.b",
+    descent_sql=statement("fit/line"),
     predict=line,
     gradient=line_gradient,
     optimum=line_optimum,
@@ -118,7 +118,7 @@ LINE = Problem(
 
 DECAY = Problem(
     formula="y = a·exp(b·x)",
-    prediction_sql="fit.a * exp(fit.b * points.x)",
+    descent_sql=statement("fit/decay"),
     predict=decay,
     gradient=decay_gradient,
     optimum=decay_optimum,
@@ -148,33 +148,6 @@ def sample(problem: Problem, n: int, rng: np.random.Generator) -> tuple[Array, A
     return x, y
 
 
-def descent_sql(problem: Problem, steps: int) -> str:
-    """One statement: ``steps`` gradient-descent steps, then every step's (a, b, loss).
-
-    The start point is read from the relation ``start(a, b)`` rather than written
-    as literals: DataFusion 54.0.0 fails a recursive CTE whose anchor columns are
-    non-nullable while its recursive term (AVG) makes them nullable, once the
-    result is grouped (apache/datafusion#22034, fixed for 54.1.0).
-    """
-    loss = f"power({problem.prediction_sql} - points.y, 2)"
-    return f"""
-WITH RECURSIVE fit(step, a, b) AS (
-    SELECT 0 AS step, a, b FROM start
-    UNION ALL
-    SELECT step + 1,
-           a - {problem.lr!r} * AVG(grad({loss}, fit.a)),
-           b - {problem.lr!r} * AVG(grad({loss}, fit.b))
-    FROM fit CROSS JOIN points
-    WHERE step < {steps}
-    GROUP BY step, a, b
-)
-SELECT step, a, b, AVG({loss}) AS loss
-FROM fit CROSS JOIN points
-GROUP BY step, a, b
-ORDER BY step
-"""
-
-
 def register(ctx: SessionContext, name: str, columns: dict) -> None:
     ctx.register_record_batches(name, [[pa.RecordBatch.from_pydict(columns)]])
 
@@ -184,29 +157,23 @@ def sql_descent(problem: Problem, x: Array, y: Array, steps: int) -> Trajectory:
     ctx = AutogradContext()
     register(ctx, "points", {"x": x, "y": y})
     register(ctx, "start", {"a": [problem.start[0]], "b": [problem.start[1]]})
-    started = time.perf_counter()
-    result = ctx.sql(descent_sql(problem, steps)).to_pydict()
-    seconds = time.perf_counter() - started
+    register(ctx, "hyper", {"lr": [problem.lr], "steps": [steps]})
+    result, seconds = timed(lambda: ctx.sql(problem.descent_sql).to_pydict())
     return Trajectory(np.column_stack([result["a"], result["b"]]), np.array(result["loss"]), seconds)
 
 
 def numpy_descent(problem: Problem, x: Array, y: Array, steps: int) -> Trajectory:
     """The same descent with the hand-derived gradient; the time covers the steps only."""
-    started = time.perf_counter()
-    params = [np.array(problem.start, dtype=float)]
-    for _ in range(steps):
-        params.append(params[-1] - problem.lr * problem.gradient(params[-1], x, y))
-    seconds = time.perf_counter() - started
+
+    def descend() -> list[Array]:
+        params = [np.array(problem.start, dtype=float)]
+        for _ in range(steps):
+            params.append(params[-1] - problem.lr * problem.gradient(params[-1], x, y))
+        return params
+
+    params, seconds = timed(descend)
     losses = np.array([np.mean((problem.predict(p, x) - y) ** 2) for p in params])
     return Trajectory(np.array(params), losses, seconds)
-
-
-def max_relative_difference(got: Array, want: Array) -> float:
-    """Largest |got − want| / |want|; entries where want is 0 must match exactly."""
-    zero = want == 0
-    if np.any(got[zero] != 0):
-        return float("inf")
-    return float(np.max(np.abs(got[~zero] - want[~zero]) / np.abs(want[~zero])))
 
 
 def fit(problem: Problem, points: int, steps: int, rng: np.random.Generator) -> dict:
@@ -214,8 +181,6 @@ def fit(problem: Problem, points: int, steps: int, rng: np.random.Generator) -> 
     x, y = sample(problem, points, rng)
     sql = sql_descent(problem, x, y, steps)
     reference = numpy_descent(problem, x, y, steps)
-    np.testing.assert_allclose(sql.params, reference.params, rtol=RTOL, atol=ATOL)
-    np.testing.assert_allclose(sql.losses, reference.losses, rtol=RTOL, atol=ATOL)
     return {
         "points": points,
         "steps": steps,
@@ -223,8 +188,12 @@ def fit(problem: Problem, points: int, steps: int, rng: np.random.Generator) -> 
         "numpy_params": reference.params,
         "sql_losses": sql.losses,
         "numpy_losses": reference.losses,
-        "max_rel_param_diff": max_relative_difference(sql.params, reference.params),
-        "max_rel_loss_diff": max_relative_difference(sql.losses, reference.losses),
+        "max_rel_param_diff": check(
+            f"{problem.formula}: (a, b), SQL vs numpy", max_relative_difference(sql.params, reference.params)
+        ),
+        "max_rel_loss_diff": check(
+            f"{problem.formula}: loss, SQL vs numpy", max_relative_difference(sql.losses, reference.losses)
+        ),
         "optimum": problem.optimum(x, y),
         "sql_seconds": sql.seconds,
         "numpy_seconds": reference.seconds,
@@ -257,11 +226,5 @@ def main(quick: bool = False) -> dict:
     return results
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="50 points and 100 steps")
-    return parser.parse_args()
-
-
 if __name__ == "__main__":
-    main(quick=parse_args().quick)
+    main(**arguments(__doc__, quick="50 points and 100 steps"))

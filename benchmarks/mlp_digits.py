@@ -6,9 +6,11 @@ lives in relations of one DataFusion context:
 
 * weights ``w1(i, j, w)``, ``b1(j, b)``, ``w2(j, k, w)``, ``b2(k, b)``;
 * data ``train_pixels(s, i, v)``, ``train_labels(s, k, onehot)`` (and ``test_…``);
-* the fixed, seeded mini-batch order ``schedule(step, s)``.
+* the fixed, seeded mini-batch order ``schedule(step, s)``;
+* the step being taken and the learning rate, one row ``hyper(step, lr)``.
 
-One training step is eleven SQL statements, run in order by Python:
+One training step is twelve SQL statements in the files of ``sql/mlp_digits/``,
+run in order by Python, which only sequences them:
 
 1. forward — select the step's batch (``batch_pixels``, ``batch_labels``);
    ``hidden(s, j, xw, z, h)``: join the pixels with ``w1`` on ``i``, SUM by
@@ -26,29 +28,28 @@ One training step is eleven SQL statements, run in order by Python:
    ``w2`` and ``vjp(tanh(z), z, ·)`` takes it through the activation. Joins carry
    cotangents from one relation to another, GROUP BY SUM adds them up;
 3. update — each parameter table is replaced by ``w − lr·SUM(vjp(h·w, w, δ))``
-   (``vjp(xw + b, b, δ)`` for biases), grouped by the parameter's keys.
+   (``vjp(xw + b, b, δ)`` for biases), grouped by the parameter's keys, and
+   ``hyper`` moves on to the next step.
 
-The test-set loss and accuracy are one SQL query over the same forward pass.
+The test-set loss and accuracy come from the same forward pass and metrics,
+run with the whole test set as the batch.
 
 A numpy network with the same seeded initialisation (uniform ±1/√fan_in), the
 same learning rate and the same mini-batches, whose gradients are the usual
 hand-derived matrix formulas ((p − onehot)/n for the logits), must produce the
-same loss at every step to a relative 1e-9.
+same loss at every step to a relative 1e-9 (``compare.RTOL``).
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/mlp_digits.py           # 30 epochs, 690 steps
-    .venv/bin/python benchmarks/mlp_digits.py --quick   # 8 steps
-    .venv/bin/python benchmarks/mlp_digits.py --out /tmp/plots
+    .venv/bin/python -m benchmarks.mlp_digits           # 30 epochs, 690 steps
+    .venv/bin/python -m benchmarks.mlp_digits --quick   # 8 steps
+    .venv/bin/python -m benchmarks.mlp_digits --out /tmp/plots
 """
 
 from __future__ import annotations
 
-import argparse
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -57,11 +58,13 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
+from benchmarks.cli import RESULTS, arguments
+from benchmarks.compare import check, max_difference_relative_to_largest, max_relative_difference
+from benchmarks.sql import statement, statements
+from benchmarks.timing import timed
 from datafusion_autograd import AutogradContext
 
 FEATURES, HIDDEN, CLASSES = 64, 32, 10
-RTOL = 1e-9
-DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
 Array = np.ndarray
 Params = dict[str, Array]
@@ -132,131 +135,6 @@ def one_hot(labels: Array) -> Array:
     return np.eye(CLASSES)[labels]
 
 
-# --- SQL -------------------------------------------------------------------------------------
-
-SELECT_BATCH = """
-CREATE OR REPLACE TABLE batch_{data} AS
-SELECT d.* FROM train_{data} d JOIN schedule b ON d.s = b.s WHERE b.step = {step}
-"""
-
-# One row per (sample, hidden unit): xw = Σ_i x·w1, z = xw + b1, h = tanh(z).
-HIDDEN_LAYER = """
-SELECT xw.s, xw.j, xw.xw, xw.xw + b1.b AS z, tanh(xw.xw + b1.b) AS h
-FROM (SELECT x.s, w1.j, SUM(x.v * w1.w) AS xw
-      FROM {pixels} x JOIN w1 ON x.i = w1.i
-      GROUP BY x.s, w1.j) xw
-JOIN b1 ON xw.j = b1.j
-"""
-
-# One row per (sample, class): hw = Σ_j h·w2, logits z = hw + b2, their per-sample max m,
-# total = Σ_k exp(z − m), the softmax p and its logarithm (computed without rounding p first).
-OUTPUT_LAYER = """
-WITH logits AS (
-    SELECT hw.s, hw.k, hw.hw, hw.hw + b2.b AS z
-    FROM (SELECT h.s, w2.k, SUM(h.h * w2.w) AS hw
-          FROM {hidden} h JOIN w2 ON h.j = w2.j
-          GROUP BY h.s, w2.k) hw
-    JOIN b2 ON hw.k = b2.k
-),
-shifted AS (
-    SELECT s, k, hw, z, MAX(z) OVER (PARTITION BY s) AS m FROM logits
-),
-normalised AS (
-    SELECT s, k, hw, z, m, SUM(exp(z - m)) OVER (PARTITION BY s) AS total FROM shifted
-)
-SELECT n.s, n.k, n.hw, n.z, n.m, n.total,
-       exp(n.z - n.m) / n.total AS p,
-       n.z - n.m - ln(n.total) AS logp,
-       y.onehot
-FROM normalised n JOIN {labels} y ON n.s = y.s AND n.k = y.k
-"""
-
-# Mean cross-entropy, and the share of samples whose true class has the largest probability.
-METRICS = """
-SELECT -SUM(onehot * logp) / COUNT(DISTINCT s) AS loss,
-       SUM(CASE WHEN onehot = 1 AND p = best THEN 1.0 ELSE 0.0 END) / COUNT(DISTINCT s) AS accuracy
-FROM (SELECT s, p, logp, onehot, MAX(p) OVER (PARTITION BY s) AS best FROM {output}) o
-"""
-
-# δ = ∂loss/∂z per (sample, class). The loss is the batch mean of −Σ_k onehot·logp, so each
-# logp gets the cotangent vjp(−onehot·logp, logp, 1/n). logp = z − m − ln(total) reaches z
-# directly and through total = Σ_k exp(z − m). m is held constant: logp does not depend on it
-# (the m in total cancels the explicit one), so this is the exact derivative.
-OUTPUT_GRAD = """
-CREATE OR REPLACE TABLE output_grad AS
-WITH batch AS (
-    SELECT COUNT(DISTINCT s) AS n FROM output
-),
-logp_grad AS (
-    SELECT o.s, o.k, o.z, o.m, o.total, vjp(-o.onehot * o.logp, o.logp, 1.0 / batch.n) AS g
-    FROM output o CROSS JOIN batch
-),
-total_grad AS (
-    SELECT s, SUM(vjp(z - m - ln(total), total, g)) AS g FROM logp_grad GROUP BY s
-)
-SELECT l.s, l.k, vjp(l.z - l.m - ln(l.total), l.z, l.g) + vjp(exp(l.z - l.m), l.z, t.g) AS delta
-FROM logp_grad l JOIN total_grad t ON l.s = t.s
-"""
-
-# δ = ∂loss/∂z per (sample, hidden unit): the cotangent of h is the sum over classes of
-# vjp(h·w2, h, δ_out), then tanh's vjp.
-HIDDEN_GRAD = """
-CREATE OR REPLACE TABLE hidden_grad AS
-SELECT h.s, h.j, vjp(tanh(h.z), h.z, up.g) AS delta
-FROM (SELECT hid.s, hid.j, SUM(vjp(hid.h * w2.w, hid.h, d.delta)) AS g
-      FROM hidden hid
-      JOIN w2 ON hid.j = w2.j
-      JOIN output_grad d ON d.s = hid.s AND d.k = w2.k
-      GROUP BY hid.s, hid.j) up
-JOIN hidden h ON h.s = up.s AND h.j = up.j
-"""
-
-# Each parameter moves against the sum over the batch of the vjp of the forward expression
-# it appears in, grouped by its own keys. Both gradients above read the old w2, so the
-# updates run after them.
-UPDATES = (
-    """
-CREATE OR REPLACE TABLE w1 AS
-SELECT w1.i, w1.j, w1.w - {lr} * SUM(vjp(x.v * w1.w, w1.w, d.delta)) AS w
-FROM w1
-JOIN batch_pixels x ON x.i = w1.i
-JOIN hidden_grad d ON d.s = x.s AND d.j = w1.j
-GROUP BY w1.i, w1.j, w1.w
-""",
-    """
-CREATE OR REPLACE TABLE b1 AS
-SELECT b1.j, b1.b - {lr} * SUM(vjp(h.xw + b1.b, b1.b, d.delta)) AS b
-FROM b1
-JOIN hidden h ON h.j = b1.j
-JOIN hidden_grad d ON d.s = h.s AND d.j = h.j
-GROUP BY b1.j, b1.b
-""",
-    """
-CREATE OR REPLACE TABLE w2 AS
-SELECT w2.j, w2.k, w2.w - {lr} * SUM(vjp(h.h * w2.w, w2.w, d.delta)) AS w
-FROM w2
-JOIN hidden h ON h.j = w2.j
-JOIN output_grad d ON d.s = h.s AND d.k = w2.k
-GROUP BY w2.j, w2.k, w2.w
-""",
-    """
-CREATE OR REPLACE TABLE b2 AS
-SELECT b2.k, b2.b - {lr} * SUM(vjp(o.hw + b2.b, b2.b, d.delta)) AS b
-FROM b2
-JOIN output o ON o.k = b2.k
-JOIN output_grad d ON d.s = o.s AND d.k = o.k
-GROUP BY b2.k, b2.b
-""",
-)
-
-
-def evaluation_sql(data: str) -> str:
-    """Loss and accuracy on ``{data}_pixels``/``{data}_labels``, as one query."""
-    hidden = HIDDEN_LAYER.format(pixels=f"{data}_pixels")
-    output = OUTPUT_LAYER.format(hidden="eval_hidden", labels=f"{data}_labels")
-    return f"WITH eval_hidden AS ({hidden}), eval_output AS ({output})" + METRICS.format(output="eval_output")
-
-
 def matrix_relation(matrix: Array, row: str, column: str, value: str) -> dict[str, Array]:
     """A matrix in long form: one row per entry, keyed by its indices."""
     rows, columns = np.indices(matrix.shape)
@@ -290,38 +168,31 @@ class SqlMlp:
 
     def __init__(self, params: Params, split: Split, schedule: list[Array], lr: float) -> None:
         self.ctx = AutogradContext()
-        self.lr = lr
-        for name, columns in {**param_relations(params), **data_relations(split, schedule)}.items():
+        relations = {**param_relations(params), **data_relations(split, schedule), "hyper": {"step": [0], "lr": [lr]}}
+        for name, columns in relations.items():
             self.ctx.register_record_batches(name, [[pa.RecordBatch.from_pydict(columns)]])
 
-    def step(self, step: int) -> float:
-        """One gradient step on the batch of ``step``; returns the loss before it."""
-        loss = self.forward(step)
-        self.backward()
-        self.update()
+    def step(self) -> float:
+        """One gradient step on the batch of ``hyper.step``; returns the loss before it."""
+        self._execute("select_batch")
+        loss = self._forward()["loss"]
+        self._execute("output_grad")
+        self._execute("hidden_grad")
+        self._execute("updates")
+        self._execute("next_step")
         return loss
-
-    def forward(self, step: int) -> float:
-        for data in ("pixels", "labels"):
-            self._execute(SELECT_BATCH.format(data=data, step=step))
-        self._execute("CREATE OR REPLACE TABLE hidden AS " + HIDDEN_LAYER.format(pixels="batch_pixels"))
-        self._execute(
-            "CREATE OR REPLACE TABLE output AS " + OUTPUT_LAYER.format(hidden="hidden", labels="batch_labels")
-        )
-        return self._row(METRICS.format(output="output"))["loss"]
-
-    def backward(self) -> None:
-        self._execute(OUTPUT_GRAD)
-        self._execute(HIDDEN_GRAD)
-
-    def update(self) -> None:
-        for statement in UPDATES:
-            self._execute(statement.format(lr=repr(self.lr)))
 
     def evaluate(self) -> tuple[float, float]:
         """(loss, accuracy) on the test set."""
-        metrics = self._row(evaluation_sql("test"))
+        self._execute("select_test_set")
+        metrics = self._forward()
         return metrics["loss"], metrics["accuracy"]
+
+    def _forward(self) -> dict[str, float]:
+        """Fills ``hidden`` and ``output`` from the batch; returns its loss and accuracy."""
+        self._execute("hidden_layer")
+        self._execute("output_layer")
+        return self._row(statement("mlp_digits/metrics"))
 
     def params(self) -> Params:
         """The current weights, read back into arrays shaped like ``init_params``'."""
@@ -331,9 +202,11 @@ class SqlMlp:
         b2 = self._column("SELECT b FROM b2 ORDER BY k", "b")
         return {"w1": w1, "b1": b1, "w2": w2, "b2": b2}
 
-    def _execute(self, statement: str) -> None:
-        # CREATE statements take effect when planned; collect() returns nothing for them.
-        self.ctx.sql(statement).collect()
+    def _execute(self, name: str) -> None:
+        """Every statement of ``sql/mlp_digits/<name>.sql``, in order."""
+        for sql in statements(f"mlp_digits/{name}"):
+            # CREATE statements take effect when planned; collect() returns nothing for them.
+            self.ctx.sql(sql).collect()
 
     def _row(self, query: str) -> dict[str, float]:
         return {name: values[0] for name, values in self.ctx.sql(query).to_pydict().items()}
@@ -408,15 +281,6 @@ class Run:
     numpy_params: Params = field(default_factory=dict)
 
 
-Result = TypeVar("Result")
-
-
-def timed(function: Callable[..., Result], *args: Any) -> tuple[Result, float]:
-    started = time.perf_counter()
-    result = function(*args)
-    return result, time.perf_counter() - started
-
-
 def train(config: Config, split: Split) -> Run:
     """Trains the SQL and numpy networks side by side on the same batches.
 
@@ -439,7 +303,7 @@ def train(config: Config, split: Split) -> Run:
     evaluate(0)
     progress = tqdm(enumerate(schedule), total=len(schedule), desc="training in SQL", unit="step")
     for step, batch in progress:
-        run.sql.record_step(*timed(sql.step, step))
+        run.sql.record_step(*timed(sql.step))
         run.numpy.record_step(*timed(reference.step, split.train_x[batch], train_onehot[batch]))
         done = step + 1
         if done % steps_per_epoch == 0 or done == len(schedule):
@@ -447,16 +311,6 @@ def train(config: Config, split: Split) -> Run:
             progress.set_postfix(loss=f"{run.sql.losses[-1]:.4f}", test_acc=f"{run.sql.test_accuracies[-1]:.3f}")
     run.sql_params, run.numpy_params = sql.params(), reference.params
     return run
-
-
-def max_relative_difference(got: Array | list[float], want: Array | list[float]) -> float:
-    got, want = np.asarray(got, dtype=float), np.asarray(want, dtype=float)
-    return float(np.max(np.abs(got - want) / np.abs(want)))
-
-
-def params_difference(got: Params, want: Params) -> float:
-    """Largest entry-wise |got − want| relative to the largest |want| of the same tensor."""
-    return max(float(np.max(np.abs(got[name] - want[name])) / np.max(np.abs(want[name]))) for name in want)
 
 
 def plot(run: Run, path: Path) -> None:
@@ -480,15 +334,22 @@ def plot(run: Run, path: Path) -> None:
     figure.savefig(path, dpi=120)
 
 
-def check(run: Run) -> None:
-    """The SQL run is the numpy run: losses at every step and evaluation, and final weights."""
+def check_agreement(run: Run) -> dict[str, float]:
+    """The SQL run is the numpy run: losses at every step and evaluation, and final weights.
+
+    Returns the largest relative differences, each checked against ``compare.RTOL``;
+    the test accuracies must be equal.
+    """
     sql, reference = run.sql, run.numpy
-    np.testing.assert_allclose(sql.losses, reference.losses, rtol=RTOL, atol=0)
-    np.testing.assert_allclose(sql.test_losses, reference.test_losses, rtol=RTOL, atol=0)
     np.testing.assert_array_equal(sql.test_accuracies, reference.test_accuracies)
-    for name, want in run.numpy_params.items():
-        # Entries near 0 are judged against the scale of their tensor.
-        np.testing.assert_allclose(run.sql_params[name], want, rtol=RTOL, atol=RTOL * np.max(np.abs(want)))
+    weights = max(
+        max_difference_relative_to_largest(run.sql_params[name], want) for name, want in run.numpy_params.items()
+    )
+    return {
+        "max_rel_loss_diff": check("batch loss", max_relative_difference(sql.losses, reference.losses)),
+        "max_rel_test_loss_diff": check("test loss", max_relative_difference(sql.test_losses, reference.test_losses)),
+        "max_rel_param_diff": check("final weights", weights),
+    }
 
 
 def report(config: Config, result: dict) -> None:
@@ -519,25 +380,23 @@ def main(quick: bool = False, out: Path | None = None) -> dict:
     config = QUICK if quick else FULL
     split = load_split()
     run, wall_seconds = timed(train, config, split)
-    check(run)
-    png = Path(out if out is not None else DEFAULT_OUT) / ("mlp_digits_quick.png" if quick else "mlp_digits.png")
+    differences = check_agreement(run)
+    png = Path(out if out is not None else RESULTS) / ("mlp_digits_quick.png" if quick else "mlp_digits.png")
     plot(run, png)
     sql, reference = run.sql, run.numpy
     result = {
         "steps": len(sql.losses),
         "sql_losses": np.array(sql.losses),
         "numpy_losses": np.array(reference.losses),
-        "max_rel_loss_diff": max_relative_difference(sql.losses, reference.losses),
         "evaluated_after": run.evaluated_after,
         "sql_test_losses": np.array(sql.test_losses),
         "numpy_test_losses": np.array(reference.test_losses),
-        "max_rel_test_loss_diff": max_relative_difference(sql.test_losses, reference.test_losses),
         "sql_test_accuracies": np.array(sql.test_accuracies),
         "numpy_test_accuracies": np.array(reference.test_accuracies),
         "test_accuracy": sql.test_accuracies[-1],
         "numpy_test_accuracy": reference.test_accuracies[-1],
         "test_samples": len(split.test_y),
-        "max_rel_param_diff": params_difference(run.sql_params, run.numpy_params),
+        **differences,
         "sql_step_seconds": float(np.mean(sql.step_seconds)),
         "numpy_step_seconds": float(np.mean(reference.step_seconds)),
         "wall_seconds": wall_seconds,
@@ -547,13 +406,5 @@ def main(quick: bool = False, out: Path | None = None) -> dict:
     return result
 
 
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help=f"train {QUICK.max_steps} steps only")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for the PNG of the curves")
-    return parser.parse_args()
-
-
 if __name__ == "__main__":
-    arguments = parse_args()
-    main(quick=arguments.quick, out=arguments.out)
+    main(**arguments(__doc__, quick=f"train {QUICK.max_steps} steps only", draws=True))

@@ -1,7 +1,7 @@
 """The benchmark suite: every ratio measured side by side in one run.
 
-    .venv/bin/python benchmarks/run.py            # full run, by hand (release build, ~20 min)
-    .venv/bin/python benchmarks/run.py --quick    # smoke run, part of the test command
+    .venv/bin/python -m benchmarks.run            # full run, by hand (release build, ~20 min)
+    .venv/bin/python -m benchmarks.run --quick    # smoke run, part of the test command
 
 - P1  ``SELECT SUM(grad(f(x), x))`` against the same derivative written by hand in SQL,
       on the same engine (PyPI ``datafusion`` through the SQL bridge), for several f;
@@ -19,13 +19,10 @@ results section of ``benchmarks/README.md``; ``--quick`` writes ``benchmarks/res
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +36,10 @@ import numpy as np
 import pyarrow as pa
 from datafusion import SessionContext
 
-import datafusion_autograd
+from benchmarks import mlp_digits
+from benchmarks.cli import RESULTS, arguments
+from benchmarks.compare import check, max_relative_difference
+from benchmarks.timing import Timing, format_seconds, interleaved
 from datafusion_autograd import AutogradContext
 
 HERE = Path(__file__).resolve().parent
@@ -93,42 +93,6 @@ ELEMENTWISE = [
 ]
 
 
-@dataclass
-class Timing:
-    """Seconds of repeated runs of one variant."""
-
-    seconds: list[float]
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.seconds)
-
-    def span(self) -> str:
-        return f"{fmt(self.median)} ({fmt(min(self.seconds))}–{fmt(max(self.seconds))})"
-
-
-def fmt(seconds: float) -> str:
-    if seconds >= 1:
-        return f"{seconds:.2f} s"
-    if seconds >= 1e-3:
-        return f"{seconds * 1e3:.1f} ms"
-    return f"{seconds * 1e6:.0f} µs"
-
-
-def interleaved(variants: dict[str, Callable[[], object]], repeats: int) -> dict[str, Timing]:
-    """Times each variant `repeats` times, one of each per round, rotating the order."""
-    names = list(variants)
-    for name in names:  # warm-up: plan caches, page faults, JIT
-        variants[name]()
-    seconds: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
-            start = time.perf_counter()
-            variants[name]()
-            seconds[name].append(time.perf_counter() - start)
-    return {name: Timing(s) for name, s in seconds.items()}
-
-
 def machine() -> dict[str, str]:
     cpu = next(
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")),
@@ -176,10 +140,8 @@ def elementwise(rows: int, repeats: int) -> list[dict]:
             summed = jax.jit(lambda v, f=case.f_jax: jnp.sum(jax.vmap(jax.grad(f))(v)))
             variants["jax"] = lambda summed=summed: float(summed(x_jax).block_until_ready())
         values = {name: float(run()) for name, run in variants.items()}
-        reference = values["numpy"]
         for name, value in values.items():
-            if not np.isclose(value, reference, rtol=1e-9, atol=1e-9):
-                raise AssertionError(f"P1 {case.name}: {name} summed to {value}, numpy to {reference}")
+            check(f"P1 {case.name}: {name}'s sum against numpy's", max_relative_difference(value, values["numpy"]))
         timings = interleaved(variants, repeats)
         results.append({"name": case.name, "f": case.f, "timings": timings})
     return results
@@ -223,10 +185,6 @@ def criterion(quick: bool, out: Path) -> dict[str, Timing]:
 
 def mlp(quick: bool, out: Path) -> dict:
     """P6: the digits MLP's step time in SQL and numpy (trained and checked by its own script)."""
-    if str(HERE) not in sys.path:
-        sys.path.insert(0, str(HERE))
-    import mlp_digits
-
     run = mlp_digits.main(quick=quick, out=out)
     return {key: run[key] for key in ("steps", "sql_step_seconds", "numpy_step_seconds", "test_accuracy", "max_rel_loss_diff")}
 
@@ -303,20 +261,20 @@ def report(quick: bool, rows: int, host: dict, p1: list[dict], sizes: list[dict]
               "| path | planning the query | baseline (no markers) | overhead per marker |", "| --- | --- | --- | --- |"]
     base = rust["planning/baseline"]
     for path, key in (("native, in-planner (Rust)", "planning/native"), ("FFI, in-planner across dlopen (Rust)", "planning/ffi")):
-        lines.append(f"| {path} | {rust[key].span()} | {base.span()} | {fmt((rust[key].median - base.median) / 8)} |")
+        lines.append(f"| {path} | {rust[key].span()} | {base.span()} | {format_seconds((rust[key].median - base.median) / 8)} |")
     lines.append(f"| Python SQL bridge (PyPI datafusion) | {bridge['bridge'].span()} | {bridge['baseline'].span()} | "
-                 f"{fmt((bridge['bridge'].median - bridge['baseline'].median) / 8)} |")
+                 f"{format_seconds((bridge['bridge'].median - bridge['baseline'].median) / 8)} |")
 
     lines += ["", "### P6: one MLP training step (64 → 32 tanh → 10 softmax, batch 64)", "",
               "| SQL | numpy | SQL / numpy | steps | test accuracy | max relative loss difference |", "| --- | --- | --- | --- | --- | --- |",
-              f"| {fmt(p6['sql_step_seconds'])} | {fmt(p6['numpy_step_seconds'])} | {p6['sql_step_seconds'] / p6['numpy_step_seconds']:.0f} | "
+              f"| {format_seconds(p6['sql_step_seconds'])} | {format_seconds(p6['numpy_step_seconds'])} | {p6['sql_step_seconds'] / p6['numpy_step_seconds']:.0f} | "
               f"{p6['steps']} | {p6['test_accuracy']:.4f} | {p6['max_rel_loss_diff']:.1e} |"]
     lines += ["", "![P1–P3](results/elementwise.png)", "", "![P4](results/nesting.png)"]
     return "\n".join(lines) + "\n"
 
 
 def main(quick: bool = False) -> Path:
-    out = HERE / "results" / ("quick" if quick else "")
+    out = RESULTS / ("quick" if quick else "")
     out.mkdir(parents=True, exist_ok=True)
     rows, repeats = (200_000, 3) if quick else (10_000_000, 7)
     host = machine()
@@ -342,6 +300,4 @@ def main(quick: bool = False) -> Path:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes and the debug build: a smoke run")
-    main(parser.parse_args().quick)
+    main(**arguments(__doc__, quick="small sizes and the debug build: a smoke run"))

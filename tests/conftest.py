@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-from types import ModuleType
-
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -36,17 +31,3 @@ def column(ctx: SessionContext, sql: str, name: str | None = None) -> np.ndarray
     result = ctx.sql(sql).to_pydict()
     values = result[name] if name is not None else next(iter(result.values()))
     return np.array(values, dtype=float)
-
-
-BENCHMARKS = Path(__file__).parents[1] / "benchmarks"
-
-
-def load_benchmark(name: str) -> ModuleType:
-    """``benchmarks/<name>.py`` as a module (``benchmarks`` is not a package)."""
-    spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    # Dataclasses resolve their annotations through sys.modules.
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module

@@ -1,10 +1,10 @@
 """The benchmark suite's quick mode: every section runs and reports."""
 
-from conftest import load_benchmark
+from benchmarks import run
 
 
 def test_quick_suite_reports_every_section():
-    out = load_benchmark("run").main(quick=True)
+    out = run.main(quick=True)
     report = (out / "RESULTS.md").read_text()
     for section in ("### P1–P3", "### P4", "### P5", "### P6"):
         assert section in report

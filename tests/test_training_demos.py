@@ -9,29 +9,17 @@ themselves checked here against finite differences.
 from __future__ import annotations
 
 from pathlib import Path
-from types import ModuleType
 from typing import Callable
 
 import numpy as np
 import pytest
 
-from conftest import load_benchmark
-
-RTOL = 1e-9
-
-
-@pytest.fixture(scope="module")
-def fit() -> ModuleType:
-    return load_benchmark("fit")
+from benchmarks import fit, mlp_digits
+from benchmarks.compare import RTOL
 
 
 @pytest.fixture(scope="module")
-def mlp() -> ModuleType:
-    return load_benchmark("mlp_digits")
-
-
-@pytest.fixture(scope="module")
-def fits(fit: ModuleType) -> dict:
+def fits() -> dict:
     return fit.main(quick=True)
 
 
@@ -41,8 +29,8 @@ def curves_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def training(mlp: ModuleType, curves_dir: Path) -> dict:
-    return mlp.main(quick=True, out=curves_dir)
+def training(curves_dir: Path) -> dict:
+    return mlp_digits.main(quick=True, out=curves_dir)
 
 
 def central_difference(
@@ -77,7 +65,7 @@ def test_fit_loss_decreases_towards_the_optimum(fits: dict, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["line", "decay"])
-def test_fit_reference_gradient_matches_finite_differences(fit: ModuleType, name: str) -> None:
+def test_fit_reference_gradient_matches_finite_differences(name: str) -> None:
     problem = fit.PROBLEMS[name]
     x, y = fit.sample(problem, 30, np.random.default_rng(1))
     params = np.array([1.3, -0.7])
@@ -92,8 +80,8 @@ def test_fit_reference_gradient_matches_finite_differences(fit: ModuleType, name
 # --- mlp_digits.py ----------------------------------------------------------------------------
 
 
-def test_mlp_loss_equals_numpy_at_every_step(training: dict, mlp: ModuleType) -> None:
-    assert training["steps"] == mlp.QUICK.max_steps
+def test_mlp_loss_equals_numpy_at_every_step(training: dict) -> None:
+    assert training["steps"] == mlp_digits.QUICK.max_steps
     assert len(training["sql_losses"]) == len(training["numpy_losses"]) == training["steps"]
     np.testing.assert_allclose(training["sql_losses"], training["numpy_losses"], rtol=RTOL, atol=0)
     assert training["max_rel_loss_diff"] <= RTOL
@@ -123,18 +111,18 @@ def test_mlp_writes_the_curves_png(training: dict, curves_dir: Path) -> None:
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_mlp_reference_gradient_matches_finite_differences(mlp: ModuleType) -> None:
+def test_mlp_reference_gradient_matches_finite_differences() -> None:
     """A unit learning rate makes the numpy step's weight change minus the gradient."""
     rng = np.random.default_rng(3)
-    params = mlp.init_params(rng)
-    x = rng.uniform(0.0, 1.0, (5, mlp.FEATURES))
-    onehot = mlp.one_hot(rng.integers(0, mlp.CLASSES, 5))
-    network = mlp.NumpyMlp(params, lr=1.0)
+    params = mlp_digits.init_params(rng)
+    x = rng.uniform(0.0, 1.0, (5, mlp_digits.FEATURES))
+    onehot = mlp_digits.one_hot(rng.integers(0, mlp_digits.CLASSES, 5))
+    network = mlp_digits.NumpyMlp(params, lr=1.0)
     network.step(x, onehot)
     for name, value in params.items():
 
         def loss(changed: np.ndarray) -> float:
-            _, logp = mlp.NumpyMlp({**params, name: changed}, lr=1.0).forward(x)
+            _, logp = mlp_digits.NumpyMlp({**params, name: changed}, lr=1.0).forward(x)
             return float(-np.sum(onehot * logp) / len(x))
 
         gradient = value - network.params[name]

@@ -10,7 +10,7 @@ import xarray as xr
 from xarray_sql import XarrayContext
 
 import datafusion_autograd
-from conftest import load_benchmark
+from benchmarks import climate
 
 
 @pytest.fixture
@@ -107,7 +107,6 @@ def test_filtered_rows_keep_their_grid_cells(xctx: XarrayContext, field: xr.Data
 
 
 def test_climate_example_matches_closed_forms_and_draws_its_map(tmp_path: Path) -> None:
-    climate = load_benchmark("climate")
     results = climate.main(quick=True, out=tmp_path)
     assert results["points"] == 2 * 2 * 19 * 36
     assert 0.0 <= results["speed_rel_error"] <= 1e-12
@@ -120,7 +119,6 @@ def test_climate_example_matches_closed_forms_and_draws_its_map(tmp_path: Path) 
 
 
 def test_climate_fields_are_physical() -> None:
-    climate = load_benchmark("climate")
     ds = climate.era5_like(climate.QUICK_GRID)
     assert ds["u"].dims == ("time", "level", "lat", "lon")
     assert ds["temperature"].attrs["units"] == "K"
