@@ -6,6 +6,7 @@ use std::sync::Arc;
 use datafusion::prelude::SessionContext;
 use datafusion_expr::ScalarUDF;
 
+use crate::relational::GradientFunction;
 use crate::udf::udfs;
 
 /// DataFusion's built-in scalar functions followed by the markers.
@@ -16,7 +17,8 @@ pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
         .collect()
 }
 
-/// Registers `grad`, `jvp` and `vjp` on `ctx`.
+/// Registers `grad`, `jvp` and `vjp`, and the table function `gradient`,
+/// on `ctx`.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -32,4 +34,5 @@ pub fn register(ctx: &SessionContext) {
     for udf in udfs() {
         ctx.register_udf(udf.as_ref().clone());
     }
+    ctx.register_udtf("gradient", Arc::new(GradientFunction));
 }

@@ -43,6 +43,7 @@ mod functions;
 mod linearize;
 mod marker;
 mod reals;
+pub mod relational;
 mod rules;
 mod sql;
 mod tangent;

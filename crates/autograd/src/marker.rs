@@ -11,6 +11,7 @@ use datafusion_optimizer::analyzer::type_coercion::TypeCoercionRewriter;
 use crate::condition::is_condition;
 use crate::linearize::Linearizer;
 use crate::reals::{as_real, ColumnTypes};
+use crate::tangent::Tangent;
 
 /// One line per marker, the single source of the Rust docs, the Python
 /// docstrings and the markers' `documentation()`.
@@ -141,22 +142,48 @@ impl Derivative {
             Derivative::Jvp => (args[2].clone(), None),
             Derivative::Vjp => (lit(1.0_f64), Some(args[2].clone())),
         };
-        let expression = as_real(args[0].clone().unalias_nested().data, types)?;
-        let seeds = [(wrt, tangent)];
-        let mut derivative = Linearizer::new(&seeds).tangent(&expression)?;
-        if let Some(cotangent) = cotangent {
-            derivative = derivative.times(cotangent);
+        let derivative = directional(&args[0], wrt, tangent, types)?;
+        let derivative = match cotangent {
+            Some(cotangent) => derivative.times(cotangent),
+            None => derivative,
+        };
+        typed(derivative.into_expr(), &args, types)
+    }
+}
+
+/// `cotangent · ∂expr/∂wrt` for a plan whose input has `schema`, typed
+/// DOUBLE; `None` where it is zero whatever the rows hold.
+pub(crate) fn pullback(
+    expr: &Expr,
+    wrt: &Column,
+    cotangent: Expr,
+    schema: &DFSchema,
+) -> Result<Option<Expr>> {
+    let types = ColumnTypes::Schema(schema);
+    let derivative = directional(expr, wrt.clone(), lit(1.0_f64), types)?;
+    if derivative.is_zero() {
+        return Ok(None);
+    }
+    let product = derivative.times(cotangent.clone()).into_expr();
+    typed(product, &[expr.clone(), cotangent], types).map(Some)
+}
+
+/// `∂expr/∂wrt · tangent`, with `expr` free of markers.
+fn directional(expr: &Expr, wrt: Column, tangent: Expr, types: ColumnTypes) -> Result<Tangent> {
+    let expr = as_real(expr.clone().unalias_nested().data, types)?;
+    Linearizer::new(&[(wrt, tangent)]).tangent(&expr)
+}
+
+/// `derivative`, computed from `inputs`, typed for the plan it goes into.
+fn typed(derivative: Expr, inputs: &[Expr], types: ColumnTypes) -> Result<Expr> {
+    match types {
+        // The common case needs no second typing pass over the derivative,
+        // which is far larger than its inputs.
+        ColumnTypes::Schema(schema) if inputs.iter().all(|a| computes_in_double(a, schema)) => {
+            Ok(derivative)
         }
-        let derivative = derivative.into_expr();
-        match types {
-            // The common case needs no second typing pass over the derivative,
-            // which is far larger than its inputs.
-            ColumnTypes::Schema(schema) if args.iter().all(|a| computes_in_double(a, schema)) => {
-                Ok(derivative)
-            }
-            ColumnTypes::Schema(schema) => as_double(derivative, schema),
-            ColumnTypes::Real | ColumnTypes::Unknown => Ok(derivative),
-        }
+        ColumnTypes::Schema(schema) => as_double(derivative, schema),
+        ColumnTypes::Real | ColumnTypes::Unknown => Ok(derivative),
     }
 }
 

@@ -9,5 +9,6 @@ mod dataframe;
 mod errors;
 mod plan_shapes;
 mod random_trees;
+mod relational;
 mod rules;
 mod sql_text;

@@ -1,0 +1,80 @@
+//! Gradients of whole queries: reverse-mode differentiation through
+//! relational operators.
+//!
+//! [`gradient`] takes a *loss*, a query that returns one row with one numeric
+//! column, and a [`Parameter`], a numeric column of a table the loss reads.
+//! It returns a plan with every row of that table, all its columns, and a
+//! DOUBLE column `grad` holding ∂loss/∂(that row's value of the column).
+//!
+//! # How
+//!
+//! The loss is a tree of operators. Each operator has one rule in
+//! [`operators`], like a primitive has one rule in [`crate::rules`]:
+//!
+//! - **forward**: the operator's rows, with extra columns that let the
+//!   reverse pass find the input rows each output row came from (an
+//!   *augmented* plan, [`Augmented`]);
+//! - **backward**: given *contributions* to the cotangents of the operator's
+//!   output rows ([`Bar`]), the contributions to its inputs' rows.
+//!
+//! A contribution is a row of the augmented plan with a cotangent for each of
+//! its differentiable columns; a row's cotangent is the sum of its
+//! contributions, so rules never need to sum them by row, and no row needs an
+//! identity. Row-preserving operators (projection, filter, window) and joins
+//! pass contributions down row by row, with the scalar engine's derivative for
+//! projected expressions. Reductions (`GROUP BY`, window aggregates) sum the
+//! contributions per group and join them back onto their input rows by the
+//! group's key, which is all the identity a row ever needs. At the parameter's
+//! table, contributions are summed per row: identical rows of a table are
+//! interchangeable in every query, so each gets an equal share of what their
+//! group of copies received. Nothing depends on the order rows arrive in.
+
+mod activity;
+mod augment;
+mod operators;
+mod parameter;
+mod reductions;
+mod table_function;
+
+use datafusion_common::{plan_err, Result};
+use datafusion_expr::LogicalPlan;
+
+use augment::Backprop;
+pub use parameter::Parameter;
+pub use table_function::GradientFunction;
+
+/// The column of the result that holds the gradient.
+pub const GRADIENT_COLUMN: &str = "grad";
+
+/// The gradient of `loss` with respect to `parameter`, as a plan: every row
+/// of the parameter's table, all its columns, and `grad`.
+///
+/// `loss` is an analyzed plan (as [`SessionState::create_logical_plan`]
+/// followed by the analyzer gives it); it must return exactly one row and one
+/// numeric column. `grad`/`jvp`/`vjp` markers inside it are differentiated
+/// first.
+///
+/// [`SessionState::create_logical_plan`]: datafusion::execution::SessionState::create_logical_plan
+pub fn gradient(loss: &LogicalPlan, parameter: &Parameter) -> Result<LogicalPlan> {
+    let loss = activity::normalize(loss, parameter)?;
+    if loss.schema().fields().len() != 1 {
+        return plan_err!(
+            "gradient(): the loss query must return one column, found {}",
+            loss.schema().fields().len()
+        );
+    }
+    if !loss.schema().field(0).data_type().is_numeric() {
+        return plan_err!(
+            "gradient(): the loss must be numeric, found {}",
+            loss.schema().field(0).data_type()
+        );
+    }
+    if !activity::returns_one_row(&loss) {
+        return plan_err!(
+            "gradient(): the loss query must return exactly one row; make its outermost \
+             operation an aggregate without GROUP BY, for example SELECT SUM(…) or AVG(…)"
+        );
+    }
+    let backprop = Backprop::new(parameter);
+    backprop.differentiate(&loss)
+}

@@ -1,0 +1,45 @@
+//! Subquery alias (also how CTEs and views appear in a plan): the same rows
+//! under another name. Augmented plans name their columns themselves, so the
+//! alias changes nothing in them.
+
+use std::rc::Rc;
+
+use datafusion_common::Result;
+use datafusion_expr::LogicalPlan;
+
+use super::Rule;
+use crate::relational::augment::{Augmented, Backprop, Bar, Layout};
+
+pub(super) const RULE: Rule = Rule {
+    activity,
+    forward,
+    backward,
+};
+
+fn activity(_: &Backprop, _: &LogicalPlan, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
+    Ok(inputs[0].to_vec())
+}
+
+fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
+    let input = bp.forward(node.inputs()[0])?;
+    Ok(Augmented {
+        plan: input.plan.clone(),
+        out: input.out.clone(),
+        layout: Layout::Rows(vec![input]),
+    })
+}
+
+pub(super) fn backward(_: &Backprop, _: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
+    let Layout::Rows(inputs) = &bar.aug.layout else {
+        unreachable!("an alias's rows are its input's")
+    };
+    let input = inputs[0].clone();
+    Ok(vec![(
+        0,
+        Bar {
+            plan: bar.plan,
+            aug: input,
+            cot: bar.cot,
+        },
+    )])
+}

@@ -1,0 +1,81 @@
+//! Table scans: the leaves. Only a scan of the parameter's table has a
+//! differentiable column; its contributions are recorded, to be summed per
+//! row at the end.
+
+use std::rc::Rc;
+
+use datafusion_common::Result;
+use datafusion_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
+
+use super::{unsupported, Rule};
+use crate::relational::augment::{
+    contribution_column, rename, Augmented, Backprop, Bar, Layout, CONTRIBUTION,
+};
+
+pub(super) const RULE: Rule = Rule {
+    activity,
+    forward,
+    backward,
+};
+
+fn activity(bp: &Backprop, node: &LogicalPlan, _: &[Rc<[bool]>]) -> Result<Vec<bool>> {
+    let LogicalPlan::TableScan(scan) = node else {
+        unreachable!("the scan rule is only called on scans")
+    };
+    let mut active = vec![false; node.schema().fields().len()];
+    if bp.parameter.is_scanned_by(scan) {
+        if let Some(j) = bp.parameter.column_of(scan) {
+            if scan.fetch.is_some() {
+                return unsupported(node, "a LIMIT on the parameter's table picks rows by position");
+            }
+            active[j] = true;
+        }
+    }
+    Ok(active)
+}
+
+fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
+    let LogicalPlan::TableScan(scan) = node else {
+        unreachable!("the scan rule is only called on scans")
+    };
+    // All of the table's columns: together they are what tells a row apart.
+    let full = LogicalPlanBuilder::scan_with_filters(
+        scan.table_name.clone(),
+        scan.source.clone(),
+        None,
+        scan.filters.clone(),
+    )?
+    .build()?;
+    let columns: Vec<_> = (0..full.schema().fields().len())
+        .map(|k| bp.out_name(node, k))
+        .collect();
+    let out = match &scan.projection {
+        Some(projection) => projection.iter().map(|&k| columns[k].clone()).collect(),
+        None => columns.clone(),
+    };
+    Ok(Augmented {
+        plan: rename(full, &columns)?,
+        out,
+        layout: Layout::Parameter { columns },
+    })
+}
+
+fn backward(bp: &Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
+    let LogicalPlan::TableScan(scan) = node else {
+        unreachable!("the scan rule is only called on scans")
+    };
+    let Layout::Parameter { columns } = &bar.aug.layout else {
+        unreachable!("an active scan is the parameter's")
+    };
+    let Some(cot) = bp.parameter.column_of(scan).and_then(|j| bar.cot[j].clone()) else {
+        return Ok(vec![]);
+    };
+    let mut exprs: Vec<Expr> = columns
+        .iter()
+        .enumerate()
+        .map(|(k, c)| Expr::Column(c.clone()).alias(contribution_column(k)))
+        .collect();
+    exprs.push(Expr::Column(cot).alias(CONTRIBUTION));
+    bp.contribute(LogicalPlanBuilder::from(bar.plan).project(exprs)?.build()?);
+    Ok(vec![])
+}

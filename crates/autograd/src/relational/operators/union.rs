@@ -1,0 +1,113 @@
+//! UNION ALL: each output row is a row of one input. The augmented plan tags
+//! each row with its input, so contributions go back to the input they came
+//! from.
+
+use std::rc::Rc;
+
+use datafusion_common::{Result, ScalarValue};
+use datafusion_expr::{lit, Expr, LogicalPlan, LogicalPlanBuilder};
+
+use super::Rule;
+use crate::relational::augment::{Augmented, Backprop, Bar, Layout};
+
+pub(super) const RULE: Rule = Rule {
+    activity,
+    forward,
+    backward,
+};
+
+fn activity(_: &Backprop, node: &LogicalPlan, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
+    Ok((0..node.schema().fields().len())
+        .map(|j| inputs.iter().any(|a| a[j]))
+        .collect())
+}
+
+fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
+    let inputs = node
+        .inputs()
+        .into_iter()
+        .map(|input| bp.forward(input))
+        .collect::<Result<Vec<_>>>()?;
+    let out: Vec<_> = (0..node.schema().fields().len())
+        .map(|j| bp.out_name(node, j))
+        .collect();
+    let tag = bp.named(node, "tag");
+    // Input k's columns live in their own columns here, NULL in other inputs' rows.
+    let columns: Vec<Vec<_>> = inputs
+        .iter()
+        .enumerate()
+        .map(|(k, input)| {
+            (0..input.plan.schema().fields().len())
+                .map(|c| bp.named(node, format!("in{k}_{c}")))
+                .collect()
+        })
+        .collect();
+    let mut union: Option<LogicalPlanBuilder> = None;
+    for (k, input) in inputs.iter().enumerate() {
+        let mut exprs: Vec<Expr> = input
+            .out
+            .iter()
+            .zip(&out)
+            .map(|(c, name)| Expr::Column(c.clone()).alias(name.name.clone()))
+            .collect();
+        exprs.push(lit(k as i64).alias(tag.name.clone()));
+        for (m, other) in inputs.iter().enumerate() {
+            for (field, name) in other.plan.schema().columns().into_iter().zip(&columns[m]) {
+                let value = if m == k {
+                    Expr::Column(field)
+                } else {
+                    let data_type = other.plan.schema().qualified_field_from_column(&field)?.1.data_type();
+                    lit(ScalarValue::try_from(data_type)?)
+                };
+                exprs.push(value.alias(name.name.clone()));
+            }
+        }
+        let branch = LogicalPlanBuilder::from(input.plan.clone())
+            .project(exprs)?
+            .build()?;
+        union = Some(match union {
+            None => LogicalPlanBuilder::from(branch),
+            Some(union) => union.union(branch)?,
+        });
+    }
+    let plan = union.expect("a union has inputs").build()?;
+    Ok(Augmented {
+        plan,
+        out,
+        layout: Layout::Branches {
+            tag,
+            inputs: inputs.into_iter().zip(columns).collect(),
+        },
+    })
+}
+
+fn backward(_: &Backprop, _: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
+    let Layout::Branches { tag, inputs } = &bar.aug.layout else {
+        unreachable!("a union's rows are tagged with their input")
+    };
+    let mut bars = vec![];
+    for (k, (input, columns)) in inputs.iter().enumerate() {
+        let mut exprs: Vec<Expr> = input
+            .plan
+            .schema()
+            .columns()
+            .into_iter()
+            .zip(columns)
+            .map(|(field, here)| Expr::Column(here.clone()).alias(field.name.clone()))
+            .collect();
+        exprs.extend(bar.cot.iter().flatten().map(|c| Expr::Column(c.clone())));
+        let plan = LogicalPlanBuilder::from(bar.plan.clone())
+            .filter(Expr::Column(tag.clone()).eq(lit(k as i64)))?
+            .project(exprs)?
+            .build()?;
+        bars.push((
+            k,
+            Bar {
+                plan,
+                aug: input.clone(),
+                cot: bar.cot.clone(),
+            },
+        ));
+    }
+    Ok(bars)
+}
