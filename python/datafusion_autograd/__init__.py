@@ -22,6 +22,7 @@ from datafusion_autograd._native import (
 )
 from datafusion_autograd.context import AutogradContext, forwards_simplify, register
 from datafusion_autograd.expr import grad, jvp, vjp
+from datafusion_autograd.relational import gradient
 from datafusion_autograd.udfs import grad_udf, jvp_udf, vjp_udf
 
 __all__ = [
@@ -34,6 +35,7 @@ __all__ = [
     "forwards_simplify",
     "grad",
     "grad_udf",
+    "gradient",
     "jvp",
     "jvp_udf",
     "register",

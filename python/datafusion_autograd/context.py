@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from datafusion import SessionContext
 
 from datafusion_autograd._native import NOT_SIMPLIFIED, rewrite_sql
+from datafusion_autograd.tables import table_schemas
 from datafusion_autograd.udfs import MARKERS
 
 Context = TypeVar("Context", bound=SessionContext)
@@ -37,31 +38,41 @@ def forwards_simplify(ctx: SessionContext) -> bool:
 
 
 def register(ctx: Context) -> Context:
-    """Registers ``grad``, ``jvp`` and ``vjp`` on ``ctx`` and returns it.
+    """Registers ``grad``, ``jvp`` and ``vjp`` on ``ctx``, makes its SQL
+    understand them and ``gradient(…)``, and returns it.
 
-    If the host does not forward ``simplify`` across FFI (PyPI ``datafusion``
-    54 does not), ``ctx.sql`` is wrapped so that every marker in the SQL text
-    is differentiated by the Rust engine before DataFusion plans it. The
-    wrapper calls ``ctx``'s own ``sql``, so subclasses keep their result type
-    (``xarray_sql.XarrayContext`` returns its own DataFrame). Calling it twice
-    is harmless.
+    ``ctx.sql`` is wrapped so that, before DataFusion plans a statement, the
+    Rust engine replaces every marker in its text by its derivative (PyPI
+    ``datafusion`` 54 never calls the markers' ``simplify``; see
+    ``forwards_simplify``) and every ``gradient('<loss query>',
+    '<table>.<column>')`` by the query that computes it, planned over the
+    schemas of ``ctx``'s tables. The wrapper calls ``ctx``'s own ``sql``, so
+    subclasses keep their result type (``xarray_sql.XarrayContext`` returns
+    its own DataFrame). Calling it twice is harmless.
 
     >>> from datafusion import SessionContext
     >>> ctx = register(SessionContext())
     >>> ctx.sql("SELECT grad(sin(x), x) AS d FROM (VALUES (0.0)) AS t(x)").to_pydict()
     {'d': [1.0]}
+    >>> _ = ctx.sql("CREATE TABLE w (i BIGINT, w DOUBLE) AS VALUES (0, 1.5), (1, -2.0)").collect()
+    >>> ctx.sql("SELECT i, grad FROM gradient('SELECT SUM(w * w) FROM w', 'w.w') ORDER BY i").to_pydict()
+    {'i': [0, 1], 'grad': [3.0, -4.0]}
     """
-    if not forwards_simplify(ctx) and not getattr(ctx.sql, "_differentiates", False):
-        ctx.sql = _differentiating(ctx.sql)
+    for udf in MARKERS:
+        ctx.register_udf(udf)
+    if not getattr(ctx.sql, "_differentiates", False):
+        ctx.sql = _differentiating(ctx)
     return ctx
 
 
-def _differentiating(sql: Any) -> Any:
-    """``sql`` with the SQL text's markers differentiated first."""
+def _differentiating(ctx: SessionContext) -> Any:
+    """``ctx.sql`` with markers and ``gradient`` calls rewritten first."""
+    sql = ctx.sql
+    schemas = table_schemas(ctx)
 
     @functools.wraps(sql)
     def differentiating_sql(query: str, *args: Any, **kwargs: Any) -> Any:
-        return sql(rewrite_sql(query), *args, **kwargs)
+        return sql(rewrite_sql(query, schemas), *args, **kwargs)
 
     differentiating_sql._differentiates = True  # type: ignore[attr-defined]
     return differentiating_sql

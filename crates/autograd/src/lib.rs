@@ -54,5 +54,6 @@ pub use marker::{differentiate, expand_markers, linearize, Derivative};
 pub use reals::ColumnTypes;
 pub use rules::primitives;
 pub use sql::bridge::rewrite_sql;
-pub use sql::differentiate_sql;
+pub use sql::plan::TableSchemas;
+pub use sql::{differentiate_sql, plan_to_sql};
 pub use udf::{expr_fn, grad_udf, jvp_udf, udf, udfs, vjp_udf, DerivativeUdf, NOT_SIMPLIFIED};

@@ -169,6 +169,7 @@ fn lift_subqueries(plan: LogicalPlan, parameter: &Parameter) -> Result<LogicalPl
                 return Ok(Transformed::no(node));
             }
         };
+        let place = node.display().to_string();
         let mut input = input;
         let mut changed = false;
         for e in exprs.iter_mut() {
@@ -182,15 +183,15 @@ fn lift_subqueries(plan: LogicalPlan, parameter: &Parameter) -> Result<LogicalPl
                 }
                 if !subquery.outer_ref_columns.is_empty() {
                     return plan_err!(
-                        "gradient(): cannot differentiate through the correlated subquery \
-                         `{sub}`, which reads the parameter's table"
+                        "gradient(): cannot differentiate through a correlated subquery that \
+                         reads the parameter's table, in `{place}`"
                     );
                 }
                 if !returns_one_row(&subquery.subquery) {
                     return plan_err!(
-                        "gradient(): the scalar subquery `{sub}` reads the parameter's table \
-                         but may not return exactly one row; make it an aggregate without \
-                         GROUP BY"
+                        "gradient(): a scalar subquery in `{place}` reads the parameter's \
+                         table but may not return exactly one row; make it an aggregate \
+                         without GROUP BY"
                     );
                 }
                 lifted += 1;

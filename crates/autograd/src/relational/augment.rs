@@ -190,9 +190,11 @@ impl<'a> Backprop<'a> {
             .partition_by(keys.iter().cloned().map(Expr::Column).collect())
             .build()?
             .alias(copies.name.clone());
-        let numbered = LogicalPlanBuilder::from(rename(table, &keys)?)
-            .window(vec![multiplicity])?
-            .build()?;
+        let numbered = selected(
+            LogicalPlanBuilder::from(rename(table, &keys)?)
+                .window(vec![multiplicity])?
+                .build()?,
+        )?;
 
         let mut contributions = self.contributions.take().into_iter();
         let Some(first) = contributions.next() else {
@@ -215,6 +217,7 @@ impl<'a> Backprop<'a> {
                 ],
             )?
             .build()?;
+        let sums = selected(sums)?;
         let on = keys
             .iter()
             .zip(&group_keys)
@@ -304,6 +307,18 @@ pub(crate) fn merge(bp: &Backprop, bars: Vec<Bar>) -> Result<Option<Bar>> {
         aug,
         cot,
     }))
+}
+
+/// `plan` under a projection of all its columns, when it is an aggregate or a
+/// window: the shape in which DataFusion's unparser writes them as SQL.
+pub(crate) fn selected(plan: LogicalPlan) -> Result<LogicalPlan> {
+    match plan {
+        LogicalPlan::Aggregate(_) | LogicalPlan::Window(_) => {
+            let columns = with_columns(&plan, []);
+            LogicalPlanBuilder::from(plan).project(columns)?.build()
+        }
+        other => Ok(other),
+    }
 }
 
 /// `plan` with its columns renamed to `names`, in order.

@@ -36,8 +36,14 @@ mod parameter;
 mod reductions;
 mod table_function;
 
-use datafusion_common::{plan_err, Result};
+use std::sync::Arc;
+
+use datafusion_common::{plan_err, Result, TableReference};
+use datafusion_expr::logical_plan::builder::LogicalTableSource;
 use datafusion_expr::LogicalPlan;
+
+use crate::sql::plan::{plan_query, TableSchemas};
+use crate::sql::plan_to_sql;
 
 use augment::Backprop;
 pub use parameter::Parameter;
@@ -77,4 +83,37 @@ pub fn gradient(loss: &LogicalPlan, parameter: &Parameter) -> Result<LogicalPlan
     }
     let backprop = Backprop::new(parameter);
     backprop.differentiate(&loss)
+}
+
+/// The gradient of the loss query `loss` with respect to `wrt`
+/// (`"<table>.<column>"`), as one SQL query over the same tables, for a host
+/// that plans it itself; `tables` gives the tables' schemas by name.
+///
+/// ```
+/// use std::sync::Arc;
+/// use datafusion::arrow::datatypes::{DataType, Field, Schema};
+/// use datafusion_autograd::relational::gradient_sql;
+///
+/// let w = Arc::new(Schema::new(vec![
+///     Field::new("i", DataType::Int64, false),
+///     Field::new("w", DataType::Float64, false),
+/// ]));
+/// let sql = gradient_sql("SELECT SUM(w * w) FROM w", "w.w", &|table| {
+///     Ok((table.table() == "w").then(|| Arc::clone(&w)))
+/// })
+/// .unwrap();
+/// assert!(sql.contains("grad"));
+/// ```
+pub fn gradient_sql(loss: &str, wrt: &str, tables: TableSchemas) -> Result<String> {
+    let loss = plan_query(loss, tables).map_err(|e| e.context("gradient(): planning the loss query"))?;
+    let Some((table, column)) = wrt.rsplit_once('.') else {
+        return plan_err!("gradient(): the parameter must be written table.column, found '{wrt}'");
+    };
+    let table = TableReference::parse_str(table);
+    let Some(schema) = tables(&table)? else {
+        return plan_err!("gradient(): table '{table}' not found");
+    };
+    let source = Arc::new(LogicalTableSource::new(schema));
+    let parameter = Parameter::new(table, column, source, "datafusion", "public")?;
+    plan_to_sql(&gradient(&loss, &parameter)?)
 }

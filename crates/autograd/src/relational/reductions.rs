@@ -25,7 +25,7 @@ use datafusion_expr::{
     lit, when, Expr, ExprFunctionExt, JoinConstraint, JoinType, LogicalPlan, LogicalPlanBuilder,
 };
 
-use super::augment::{with_columns, Augmented, Backprop, Bar};
+use super::augment::{selected, with_columns, Augmented, Backprop, Bar};
 use crate::marker::pullback;
 
 /// The reductions the reverse pass knows.
@@ -112,6 +112,7 @@ pub(crate) fn spread(
             aggregates,
         )?
         .build()?;
+    let groups = selected(groups)?;
 
     let on = input_keys
         .into_iter()

@@ -1,47 +1,70 @@
 //! Differentiation before planning, for hosts that never call `simplify`.
 //!
 //! [`rewrite_sql`] replaces every `grad`/`jvp`/`vjp` call in a SQL text by
-//! its derivative, computed by the same engine, and leaves every other
+//! its derivative, and every `gradient(…)` table function call by the query
+//! that computes it, both formed by the same engine, and leaves every other
 //! character of the text as it was. The host then plans plain SQL.
 
 use datafusion_common::{plan_datafusion_err, plan_err, Result};
 use datafusion_sql::sqlparser::dialect::GenericDialect;
+use datafusion_sql::sqlparser::keywords::Keyword;
 use datafusion_sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
+use super::plan::TableSchemas;
 use super::{plan_scalar, to_sql};
 use crate::marker::{expand_markers, Derivative};
 use crate::reals::ColumnTypes;
+use crate::relational::gradient_sql;
 
-/// `sql` with every marker call replaced by its derivative, in parentheses.
+/// The table function's name, and the name its result goes by unless the
+/// query gives it another.
+const GRADIENT: &str = "gradient";
+
+/// `sql` with every marker call replaced by its derivative, and every
+/// `gradient('<loss query>', '<table>.<column>')` by the query that computes
+/// it, each in parentheses.
 ///
-/// Markers are found by SQL tokens, so string literals, comments and quoted
+/// Calls are found by SQL tokens, so string literals, comments and quoted
 /// identifiers that merely contain the word `grad` are left alone, and any
 /// statement DataFusion accepts (queries, DML, DDL, `EXPLAIN`) keeps its text.
 /// Nested markers are differentiated innermost first. Column types are not
-/// known here, so every column inside a derivative is read as DOUBLE.
+/// known for markers, so every column inside a derivative is read as DOUBLE;
+/// `gradient` plans its loss query over the schemas `tables` gives.
 ///
 /// ```
 /// use datafusion_autograd::rewrite_sql;
 ///
 /// let sql = "SELECT x, grad(x * x, x) AS d FROM t -- grad(y, y)";
 /// assert_eq!(
-///     rewrite_sql(sql).unwrap(),
+///     rewrite_sql(sql, &|_| Ok(None)).unwrap(),
 ///     "SELECT x, (CAST(x AS DOUBLE) + CAST(x AS DOUBLE)) AS d FROM t -- grad(y, y)"
 /// );
 /// ```
-pub fn rewrite_sql(sql: &str) -> Result<String> {
+pub fn rewrite_sql(sql: &str, tables: TableSchemas) -> Result<String> {
     let tokens = Tokenizer::new(&GenericDialect {}, sql)
         .tokenize_with_location()
         .map_err(|e| plan_datafusion_err!("cannot read the SQL text: {e}"))?;
     let offsets = ByteOffsets::new(sql);
     let mut out = String::with_capacity(sql.len());
     let mut copied = 0;
-    for call in marker_calls(&tokens)? {
+    for call in calls(&tokens)? {
         let start = offsets.of(call.start);
         let end = offsets.of(call.end);
         out.push_str(&sql[copied..start]);
         out.push('(');
-        out.push_str(&expand_sql(&sql[start..end])?);
+        match &call.kind {
+            CallKind::Marker => out.push_str(&expand_sql(&sql[start..end])?),
+            CallKind::Gradient { loss, wrt, aliased } => {
+                out.push_str(&gradient_sql(loss, wrt, tables)?);
+                out.push(')');
+                if !aliased {
+                    out.push_str(" AS ");
+                    out.push_str(GRADIENT);
+                }
+                copied = end;
+                continue;
+            }
+        }
         out.push(')');
         copied = end;
     }
@@ -60,73 +83,124 @@ fn expand_sql(call: &str) -> Result<String> {
     to_sql(&expand_markers(expr, ColumnTypes::Unknown)?)
 }
 
-/// Source range of one marker call: from its name to its closing parenthesis.
-struct MarkerSpan {
+/// One call to rewrite: its source range, from its name to its closing
+/// parenthesis, and what it calls.
+struct CallSpan {
     start: Location,
     end: Location,
+    kind: CallKind,
 }
 
-/// The outermost marker calls in `tokens`, in order.
-fn marker_calls(tokens: &[TokenWithSpan]) -> Result<Vec<MarkerSpan>> {
+enum CallKind {
+    Marker,
+    /// `gradient(loss, wrt)`; `aliased` when the query names its result.
+    Gradient {
+        loss: String,
+        wrt: String,
+        aliased: bool,
+    },
+}
+
+/// The outermost calls to rewrite in `tokens`, in order.
+fn calls(tokens: &[TokenWithSpan]) -> Result<Vec<CallSpan>> {
     let significant: Vec<&TokenWithSpan> = tokens
         .iter()
         .filter(|t| !matches!(t.token, Token::Whitespace(_)))
         .collect();
+    let token = |i: usize| significant.get(i).map(|t| &t.token);
     let mut calls = vec![];
     let mut i = 0;
     while i < significant.len() {
-        let is_call = is_marker_name(&significant[i].token)
-            && matches!(
-                significant.get(i + 1).map(|t| &t.token),
-                Some(Token::LParen)
-            )
-            && !matches!(
-                i.checked_sub(1).map(|p| &significant[p].token),
-                Some(Token::Period)
-            );
-        if !is_call {
+        let name = called(&significant[i].token);
+        let is_call = name.is_some()
+            && matches!(token(i + 1), Some(Token::LParen))
+            && !matches!(i.checked_sub(1).and_then(token), Some(Token::Period));
+        let Some(name) = name.filter(|_| is_call) else {
             i += 1;
             continue;
-        }
-        let mut depth = 0usize;
-        let mut close = None;
-        for (j, t) in significant.iter().enumerate().skip(i + 1) {
-            match t.token {
-                Token::LParen => depth += 1,
-                Token::RParen => {
-                    depth -= 1;
-                    if depth == 0 {
-                        close = Some(j);
-                        break;
-                    }
-                }
-                _ => {}
-            }
-        }
-        let Some(close) = close else {
+        };
+        let Some(close) = closing_parenthesis(&significant, i + 1) else {
             return plan_err!(
                 "unbalanced parentheses in the call of {}",
                 significant[i].token
             );
         };
-        calls.push(MarkerSpan {
+        let kind = match name {
+            Called::Marker => CallKind::Marker,
+            Called::Gradient => {
+                let (loss, wrt) = match (token(i + 2), token(i + 3), token(i + 4), close == i + 5)
+                {
+                    (
+                        Some(Token::SingleQuotedString(loss)),
+                        Some(Token::Comma),
+                        Some(Token::SingleQuotedString(wrt)),
+                        true,
+                    ) => (loss.clone(), wrt.clone()),
+                    _ => {
+                        return plan_err!(
+                            "gradient('<loss query>', '<table>.<column>') takes two string \
+                             literals"
+                        )
+                    }
+                };
+                let aliased = match token(close + 1) {
+                    Some(Token::Word(w)) => {
+                        w.keyword == Keyword::AS || w.keyword == Keyword::NoKeyword
+                    }
+                    _ => false,
+                };
+                CallKind::Gradient { loss, wrt, aliased }
+            }
+        };
+        calls.push(CallSpan {
             start: significant[i].span.start,
             end: significant[close].span.end,
+            kind,
         });
         i = close + 1;
     }
     Ok(calls)
 }
 
-/// A function name that resolves to a marker: unquoted in any case (the SQL
-/// planner lowercases it), or quoted exactly.
-fn is_marker_name(token: &Token) -> bool {
+/// The position of the parenthesis that closes the one at `open`.
+fn closing_parenthesis(tokens: &[&TokenWithSpan], open: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    for (j, t) in tokens.iter().enumerate().skip(open) {
+        match t.token {
+            Token::LParen => depth += 1,
+            Token::RParen => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(j);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+enum Called {
+    Marker,
+    Gradient,
+}
+
+/// What a function name resolves to, if it is rewritten here: unquoted in any
+/// case (the SQL planner lowercases it), or quoted exactly.
+fn called(token: &Token) -> Option<Called> {
     let Token::Word(word) = token else {
-        return false;
+        return None;
     };
-    match word.quote_style {
-        None => Derivative::from_name(&word.value.to_lowercase()).is_some(),
-        Some(_) => Derivative::from_name(&word.value).is_some(),
+    let name = match word.quote_style {
+        None => word.value.to_lowercase(),
+        Some(_) => word.value.clone(),
+    };
+    if Derivative::from_name(&name).is_some() {
+        Some(Called::Marker)
+    } else if name == GRADIENT {
+        Some(Called::Gradient)
+    } else {
+        None
     }
 }
 

@@ -1,7 +1,11 @@
 //! SQL text out: the one place this crate prints SQL.
 //!
-//! DataFusion's unparser prints an expression tree; two of its outputs do
-//! not read back as the tree they came from, and both are mended here:
+//! DataFusion's unparser prints expressions and plans. A plan is printed as a
+//! chain of common table expressions, one per relation whose columns have
+//! names of their own (see [`plan_to_sql`]), so the text nests no deeper than
+//! a relation does and a relation used twice is written once. Two of the
+//! unparser's outputs do not read back as the tree they came from, and both
+//! are mended here:
 //!
 //! - a sign before another sign or a negative number, `--y` or `--0.5`,
 //!   starts a comment that swallows the rest of the line; the operand is put
@@ -9,12 +13,15 @@
 //! - a float that is not finite prints as `inf` or `NaN`, which read back as
 //!   column names; it is written as a cast from text, `CAST('inf' AS DOUBLE)`.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
+use std::sync::Arc;
 
 use datafusion_common::arrow::datatypes::DataType;
 use datafusion_common::tree_node::{Transformed, TreeNode};
 use datafusion_common::{Result, ScalarValue};
-use datafusion_expr::{cast, lit, Expr};
+use datafusion_expr::logical_plan::builder::LogicalTableSource;
+use datafusion_expr::{cast, lit, Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion_sql::sqlparser::ast::{self, visit_expressions_mut, UnaryOperator, VisitMut};
 use datafusion_sql::unparser::Unparser;
 
@@ -24,6 +31,86 @@ pub(crate) fn to_sql(expr: &Expr) -> Result<String> {
     let mut ast = Unparser::default().with_pretty(true).expr_to_sql(&expr)?;
     separate_signs(&mut ast);
     Ok(ast.to_string())
+}
+
+/// Prints a plan as one SQL query.
+pub fn plan_to_sql(plan: &LogicalPlan) -> Result<String> {
+    let plan = plan
+        .clone()
+        .transform_up_with_subqueries(|node| node.map_expressions(spell_non_finite_in_place))?
+        .data;
+    let mut chain = Chain::default();
+    let root = chain.flatten(plan)?;
+    let root = unparse(&root)?;
+    if chain.tables.is_empty() {
+        return Ok(root);
+    }
+    let tables: Vec<String> = chain
+        .tables
+        .iter()
+        .map(|(name, body)| format!("{name} AS ({body})"))
+        .collect();
+    Ok(format!("WITH {} {root}", tables.join(", ")))
+}
+
+fn unparse(plan: &LogicalPlan) -> Result<String> {
+    let mut statement = Unparser::default().with_pretty(true).plan_to_sql(plan)?;
+    separate_signs(&mut statement);
+    Ok(statement.to_string())
+}
+
+/// The common table expressions of a plan being printed.
+#[derive(Default)]
+struct Chain {
+    names: HashMap<LogicalPlan, String>,
+    tables: Vec<(String, String)>,
+}
+
+impl Chain {
+    /// `plan` with every input that has columns of its own names replaced by
+    /// a scan of its table expression.
+    fn flatten(&mut self, plan: LogicalPlan) -> Result<LogicalPlan> {
+        let plan = plan
+            .map_children(|child| {
+                if stands_alone(&child) {
+                    self.table(child).map(Transformed::yes)
+                } else {
+                    self.flatten(child).map(Transformed::yes)
+                }
+            })?
+            .data;
+        plan.recompute_schema()
+    }
+
+    /// A scan of the table expression that computes `plan`, written once.
+    fn table(&mut self, plan: LogicalPlan) -> Result<LogicalPlan> {
+        let name = match self.names.get(&plan) {
+            Some(name) => name.clone(),
+            None => {
+                let body = unparse(&self.flatten(plan.clone())?)?;
+                let name = format!("__ag_cte{}", self.tables.len());
+                self.tables.push((name.clone(), body));
+                self.names.insert(plan.clone(), name.clone());
+                name
+            }
+        };
+        let source = LogicalTableSource::new(Arc::new(plan.schema().as_arrow().clone()));
+        LogicalPlanBuilder::scan(name, Arc::new(source), None)?.build()
+    }
+}
+
+/// Whether a relation can be its own table expression: a projection whose
+/// columns are all unqualified, so whoever reads them names them alone.
+fn stands_alone(plan: &LogicalPlan) -> bool {
+    matches!(plan, LogicalPlan::Projection(_))
+        && plan
+            .schema()
+            .iter()
+            .all(|(qualifier, _)| qualifier.is_none())
+}
+
+fn spell_non_finite_in_place(expr: Expr) -> Result<Transformed<Expr>> {
+    spell_non_finite(expr).map(Transformed::yes)
 }
 
 /// `expr` with every non-finite float literal written as a cast from text.

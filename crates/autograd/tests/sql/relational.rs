@@ -327,3 +327,87 @@ async fn same_gradient_at_one_and_eight_partitions() {
         }
     }
 }
+
+/// `(loss, parameter, what the error must say)`.
+const UNSUPPORTED: &[(&str, &str, &str)] = &[
+    ("SELECT SUM(w) FROM (SELECT w FROM w ORDER BY w LIMIT 2) t", "w.w", "cannot differentiate through Limit"),
+    ("SELECT SUM(w) FROM (SELECT w FROM w LIMIT 2) t", "w.w", "cannot differentiate through Limit"),
+    ("SELECT SUM(w) FROM (SELECT DISTINCT w FROM w) t", "w.w", "cannot differentiate through"),
+    (
+        "SELECT SUM(w.w * x.v) FROM x LEFT JOIN w ON x.i = w.i",
+        "w.w",
+        "a Left join adds or drops rows",
+    ),
+    (
+        "SELECT SUM(r) FROM (SELECT SUM(w) OVER (ORDER BY i) AS r FROM w) t",
+        "w.w",
+        "reduces a running frame",
+    ),
+    ("SELECT stddev(w) FROM w", "w.w", "the aggregate function `stddev` has no reverse rule"),
+    ("SELECT SUM(DISTINCT w) FROM w", "w.w", "reduces DISTINCT values"),
+    (
+        "SELECT SUM(v) FROM (SELECT x.v * (SELECT MAX(w.w) FROM w WHERE w.i = x.i) AS v FROM x) t",
+        "w.w",
+        "correlated subquery",
+    ),
+    (
+        "SELECT SUM(l) FROM (SELECT lag(w) OVER (ORDER BY i) AS l FROM w) t",
+        "w.w",
+        "has no reverse rule",
+    ),
+    ("SELECT SUM(w * random()) FROM w", "w.w", "returns new values each time"),
+    ("SELECT SUM(w), COUNT(w) FROM w", "w.w", "must return one column"),
+    ("SELECT i, SUM(w) FROM w GROUP BY i", "w.w", "must return one column"),
+    ("SELECT SUM(w) FROM w GROUP BY i", "w.w", "must return exactly one row"),
+    ("SELECT w FROM w", "w.w", "must return exactly one row"),
+    ("SELECT CAST(SUM(w) AS VARCHAR) FROM w", "w.w", "the loss must be numeric"),
+    ("SELECT SUM(w) FROM w", "w.nope", "the table w has no column `nope`"),
+    ("SELECT SUM(w) FROM w", "nope.w", "table 'nope' not found"),
+    ("SELECT SUM(w) FROM w", "w", "must be written table.column"),
+    ("SELECT SUM(w) FROM nope", "w.w", "nope"),
+];
+
+#[tokio::test]
+async fn unsupported_operators_are_errors_that_name_them() {
+    let ctx = context_with(4);
+    problem(&ctx, 5).await;
+    run(&ctx, "CREATE TABLE labels (i BIGINT, name VARCHAR) AS VALUES (0, 'a')").await;
+    for (loss, wrt, message) in UNSUPPORTED {
+        let sql = format!(
+            "SELECT * FROM gradient('{}', '{wrt}')",
+            loss.replace('\'', "''")
+        );
+        let e = error(&ctx, &sql).await;
+        println!("{loss}\n  -> {e}");
+        assert!(e.contains(message), "{loss}: expected “{message}”, got: {e}");
+    }
+    let e = error(&ctx, "SELECT * FROM gradient('SELECT 1', 'labels.name')").await;
+    assert!(e.contains("must be numeric to differentiate by"), "{e}");
+    let e = error(&ctx, "SELECT * FROM gradient('SELECT 1')").await;
+    assert!(e.contains("takes 2 arguments, got 1"), "{e}");
+    let e = error(&ctx, "SELECT * FROM gradient(1, 'w.w')").await;
+    assert!(e.contains("takes two string literals"), "{e}");
+}
+
+#[tokio::test]
+async fn explore_unparse() {
+    use datafusion_autograd::relational::{gradient, Parameter};
+    let ctx = context_with(4);
+    problem(&ctx, 5).await;
+    let state = ctx.state();
+    fn depth(sql: &str) -> usize { let mut d: i64 = 0; let mut m = 0; for c in sql.chars() { if c == '(' { d += 1; m = m.max(d); } else if c == ')' { d -= 1; } } m as usize }
+    for (loss, table, col, _key) in LOSSES {
+        let plan = state.create_logical_plan(loss).await.unwrap();
+        let plan = state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).unwrap();
+        let parameter = Parameter::from_session(&state, &format!("{table}.{col}")).unwrap();
+        let g = gradient(&plan, &parameter).unwrap();
+        println!("{}", &loss[..60.min(loss.len())]);
+        match datafusion_autograd::plan_to_sql(&g) {
+            Ok(sql) => {
+                let got = match ctx.sql(&sql).await { Ok(df) => df.collect().await.map(|_| ()), Err(e) => Err(e) };
+                println!("  {} chars, paren depth {}, replan: {:?}", sql.len(), depth(&sql), got.err().map(|e| e.to_string().chars().take(200).collect::<String>()));
+            }
+            Err(e) => println!("  unparse error {e}"),
+        }
+    }
+}

@@ -8,7 +8,11 @@
 use datafusion_autograd::{differentiate_sql, udf, ColumnTypes, Derivative};
 use datafusion_autograd_ffi::codec::{expr_from_bytes, expr_to_bytes};
 use datafusion_autograd_ffi::FFI_SimplifyingScalarUDF;
-use datafusion_common::{plan_err, DataFusionError};
+use std::sync::Arc;
+
+use datafusion_common::arrow::datatypes::{Schema, SchemaRef};
+use datafusion_common::arrow::ffi::FFI_ArrowSchema;
+use datafusion_common::{plan_datafusion_err, plan_err, DataFusionError, TableReference};
 use datafusion_ffi::udf::FFI_ScalarUDF;
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
@@ -106,10 +110,50 @@ fn differentiate(expr_sql: &str, wrt: &str) -> PyResult<String> {
     differentiate_sql(expr_sql, wrt).map_err(py_err)
 }
 
-/// `sql` with every grad/jvp/vjp call replaced by its derivative.
+/// `sql` with every grad/jvp/vjp call replaced by its derivative, and every
+/// `gradient(...)` call by the query that computes it; `tables(name)` gives a
+/// table's pyarrow schema, or None when there is no such table.
 #[pyfunction]
-fn rewrite_sql(sql: &str) -> PyResult<String> {
-    datafusion_autograd::rewrite_sql(sql).map_err(py_err)
+#[pyo3(signature = (sql, tables=None))]
+fn rewrite_sql(sql: &str, tables: Option<Bound<'_, PyAny>>) -> PyResult<String> {
+    let schemas = |table: &TableReference| schema_of(tables.as_ref(), table);
+    datafusion_autograd::rewrite_sql(sql, &schemas).map_err(py_err)
+}
+
+/// The gradient of the loss query with respect to `wrt` ("table.column"), as
+/// one SQL query; `tables(name)` gives a table's pyarrow schema, or None.
+#[pyfunction]
+fn gradient_sql(loss: &str, wrt: &str, tables: Bound<'_, PyAny>) -> PyResult<String> {
+    let schemas = |table: &TableReference| schema_of(Some(&tables), table);
+    datafusion_autograd::relational::gradient_sql(loss, wrt, &schemas).map_err(py_err)
+}
+
+/// The schema `tables` gives for `table`, read through the Arrow C data
+/// interface.
+fn schema_of(
+    tables: Option<&Bound<'_, PyAny>>,
+    table: &TableReference,
+) -> datafusion_common::Result<Option<SchemaRef>> {
+    let Some(tables) = tables else {
+        return Ok(None);
+    };
+    let failed = |e: PyErr| plan_datafusion_err!("reading the schema of table {table}: {e}");
+    let found = tables.call1((table.to_string(),)).map_err(failed)?;
+    if found.is_none() {
+        return Ok(None);
+    }
+    let capsule = found
+        .call_method0("__arrow_c_schema__")
+        .map_err(failed)?
+        .cast_into::<PyCapsule>()
+        .map_err(|e| failed(e.into()))?;
+    let pointer = capsule
+        .pointer_checked(Some(c"arrow_schema"))
+        .map_err(failed)?;
+    // SAFETY: an "arrow_schema" capsule holds an ArrowSchema, valid while the
+    // capsule lives; it is only read here.
+    let ffi = unsafe { &*(pointer.as_ptr() as *const FFI_ArrowSchema) };
+    Ok(Some(Arc::new(Schema::try_from(ffi)?)))
 }
 
 /// Applies the marker `name` to serialized expressions and returns its
@@ -138,6 +182,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<VjpUDF>()?;
     m.add_function(wrap_pyfunction!(differentiate, m)?)?;
     m.add_function(wrap_pyfunction!(rewrite_sql, m)?)?;
+    m.add_function(wrap_pyfunction!(gradient_sql, m)?)?;
     m.add_function(wrap_pyfunction!(derivative, m)?)?;
     m.add_function(wrap_pyfunction!(summary, m)?)?;
     m.add("NOT_SIMPLIFIED", datafusion_autograd::NOT_SIMPLIFIED)?;

@@ -14,7 +14,7 @@ use datafusion_expr::{Expr, LogicalPlan, LogicalPlanBuilder, WindowFrameBound, W
 
 use super::{unsupported, Rule, Substitution};
 use crate::relational::activity::reads_active;
-use crate::relational::augment::{merge, Augmented, Backprop, Bar, Layout};
+use crate::relational::augment::{merge, selected, Augmented, Backprop, Bar, Layout};
 use crate::relational::reductions::{spread, Reduced, Reduction};
 
 pub(super) const RULE: Rule = Rule {
@@ -105,9 +105,11 @@ fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
         exprs.push(substitution.apply(&e.clone().unalias())?.alias(name.name.clone()));
         out.push(name);
     }
-    let plan = LogicalPlanBuilder::from(input.plan.clone())
-        .window(exprs)?
-        .build()?;
+    let plan = selected(
+        LogicalPlanBuilder::from(input.plan.clone())
+            .window(exprs)?
+            .build()?,
+    )?;
     Ok(Augmented {
         plan,
         out,
