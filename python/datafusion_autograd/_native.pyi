@@ -1,6 +1,6 @@
 """Type stubs for the Rust extension module; the docs live in the module itself."""
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Union
 
 import pyarrow as pa
 
@@ -25,6 +25,13 @@ class VjpUDF:
 
 def summary(name: str) -> str: ...
 def differentiate(expr_sql: str, wrt: str) -> str: ...
-def rewrite_sql(sql: str, tables: Callable[[str], Optional[pa.Schema]] | None = None) -> str: ...
-def gradient_sql(loss: str, wrt: str, tables: Callable[[str], Optional[pa.Schema]]) -> str: ...
+class Rewritten:
+    stages: list[str]
+    sql: str
+    tables: list[str]
+
+Catalog = Callable[[str], Optional[Union[pa.Schema, str]]]
+
+def rewrite_sql(sql: str, tables: Catalog | None = None) -> Rewritten: ...
+def gradient_sql(loss: str, wrt: str, tables: Catalog) -> Rewritten: ...
 def derivative(name: str, args: list[bytes]) -> bytes: ...

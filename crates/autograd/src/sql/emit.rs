@@ -17,44 +17,55 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use crate::stack::with_room;
 use datafusion_common::arrow::datatypes::DataType;
 use datafusion_common::tree_node::{Transformed, TreeNode};
 use datafusion_common::{Result, ScalarValue};
 use datafusion_expr::logical_plan::builder::LogicalTableSource;
 use datafusion_expr::{cast, lit, Expr, LogicalPlan, LogicalPlanBuilder};
 use datafusion_sql::sqlparser::ast::{self, visit_expressions_mut, UnaryOperator, VisitMut};
+use datafusion_sql::sqlparser::keywords::ALL_KEYWORDS;
+use datafusion_sql::unparser::dialect::Dialect;
 use datafusion_sql::unparser::Unparser;
 
 /// Prints an expression as SQL without redundant parentheses.
 pub(crate) fn to_sql(expr: &Expr) -> Result<String> {
-    let expr = spell_non_finite(expr.clone())?;
-    let mut ast = Unparser::default().with_pretty(true).expr_to_sql(&expr)?;
-    separate_signs(&mut ast);
-    Ok(ast.to_string())
+    with_room(|| {
+        let expr = spell_non_finite(expr.clone())?;
+        let mut ast = Unparser::new(&DataFusionDialect)
+            .with_pretty(true)
+            .expr_to_sql(&expr)?;
+        separate_signs(&mut ast);
+        Ok(ast.to_string())
+    })
 }
 
 /// Prints a plan as one SQL query.
 pub fn plan_to_sql(plan: &LogicalPlan) -> Result<String> {
-    let plan = plan
-        .clone()
-        .transform_up_with_subqueries(|node| node.map_expressions(spell_non_finite_in_place))?
-        .data;
-    let mut chain = Chain::default();
-    let root = chain.flatten(plan)?;
-    let root = unparse(&root)?;
-    if chain.tables.is_empty() {
-        return Ok(root);
-    }
-    let tables: Vec<String> = chain
-        .tables
-        .iter()
-        .map(|(name, body)| format!("{name} AS ({body})"))
-        .collect();
-    Ok(format!("WITH {} {root}", tables.join(", ")))
+    with_room(|| {
+        let plan = plan
+            .clone()
+            .transform_up_with_subqueries(|node| node.map_expressions(spell_non_finite_in_place))?
+            .data;
+        let mut chain = Chain::default();
+        let root = chain.flatten(plan)?;
+        let root = unparse(&root)?;
+        if chain.tables.is_empty() {
+            return Ok(root);
+        }
+        let tables: Vec<String> = chain
+            .tables
+            .iter()
+            .map(|(name, body)| format!("{name} AS ({body})"))
+            .collect();
+        Ok(format!("WITH {} {root}", tables.join(", ")))
+    })
 }
 
 fn unparse(plan: &LogicalPlan) -> Result<String> {
-    let mut statement = Unparser::default().with_pretty(true).plan_to_sql(plan)?;
+    let mut statement = Unparser::new(&DataFusionDialect)
+        .with_pretty(true)
+        .plan_to_sql(plan)?;
     separate_signs(&mut statement);
     Ok(statement.to_string())
 }
@@ -69,6 +80,7 @@ struct Chain {
 impl Chain {
     /// `plan` with every input that has columns of its own names replaced by
     /// a scan of its table expression.
+    #[recursive::recursive]
     fn flatten(&mut self, plan: LogicalPlan) -> Result<LogicalPlan> {
         let plan = plan
             .map_children(|child| {
@@ -96,6 +108,26 @@ impl Chain {
         };
         let source = LogicalTableSource::new(Arc::new(plan.schema().as_arrow().clone()));
         LogicalPlanBuilder::scan(name, Arc::new(source), None)?.build()
+    }
+}
+
+/// DataFusion's SQL, as DataFusion's own default unparser dialect writes it:
+/// identifiers are quoted when they are keywords, hold upper-case letters (the
+/// parser would lower-case them) or anything but letters, digits and `_`.
+/// The default dialect decides this with a regular expression compiled anew
+/// for every identifier; this one reads the characters.
+struct DataFusionDialect;
+
+impl Dialect for DataFusionDialect {
+    fn identifier_quote_style(&self, identifier: &str) -> Option<char> {
+        let mut chars = identifier.chars();
+        let plain = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        let upper = identifier.to_ascii_uppercase();
+        let keyword = upper != "ID" && ALL_KEYWORDS.binary_search(&upper.as_str()).is_ok();
+        (keyword || !plain).then_some('"')
     }
 }
 

@@ -6,6 +6,7 @@ use datafusion_expr::Expr;
 
 use crate::marker::Derivative;
 use crate::reals::ColumnTypes;
+use crate::stack::with_room;
 
 pub(crate) mod bridge;
 mod emit;
@@ -29,12 +30,15 @@ pub(crate) use plan::plan_scalar;
 /// assert_eq!(differentiate_sql("sin(2 * x)", "x").unwrap(), "cos(2 * x) * 2.0");
 /// ```
 pub fn differentiate_sql(expr_sql: &str, wrt: &str) -> Result<String> {
-    let (exprs, _) = plan_scalar(&[expr_sql, wrt])?;
-    let wrt = &exprs[1];
-    if !matches!(wrt, Expr::Column(_)) {
-        return plan_err!("the variable to differentiate by must be a column name, found `{wrt}`");
-    }
-    // Every free variable is a DOUBLE column, so the expression is real as written.
-    to_sql(&Derivative::Grad.expand(&exprs, ColumnTypes::Real)?)
+    with_room(|| {
+        let (exprs, _) = plan_scalar(&[expr_sql, wrt])?;
+        let wrt = &exprs[1];
+        if !matches!(wrt, Expr::Column(_)) {
+            return plan_err!(
+                "the variable to differentiate by must be a column name, found `{wrt}`"
+            );
+        }
+        // Every free variable is a DOUBLE column, so the expression is real as written.
+        to_sql(&Derivative::Grad.expand(&exprs, ColumnTypes::Real)?)
+    })
 }
-

@@ -9,8 +9,9 @@ use datafusion_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 
 use super::{unsupported, Rule};
 use crate::relational::augment::{
-    contribution_column, rename, Augmented, Backprop, Bar, Layout, CONTRIBUTION,
+    contribution_column, rename, Augmented, Bar, Layout, CONTRIBUTION,
 };
+use crate::relational::backprop::Backprop;
 
 pub(super) const RULE: Rule = Rule {
     activity,
@@ -26,7 +27,10 @@ fn activity(bp: &Backprop, node: &LogicalPlan, _: &[Rc<[bool]>]) -> Result<Vec<b
     if bp.parameter.is_scanned_by(scan) {
         if let Some(j) = bp.parameter.column_of(scan) {
             if scan.fetch.is_some() {
-                return unsupported(node, "a LIMIT on the parameter's table picks rows by position");
+                return unsupported(
+                    node,
+                    "a LIMIT on the parameter's table picks rows by position",
+                );
             }
             active[j] = true;
         }
@@ -67,7 +71,11 @@ fn backward(bp: &Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, B
     let Layout::Parameter { columns } = &bar.aug.layout else {
         unreachable!("an active scan is the parameter's")
     };
-    let Some(cot) = bp.parameter.column_of(scan).and_then(|j| bar.cot[j].clone()) else {
+    let Some(cot) = bp
+        .parameter
+        .column_of(scan)
+        .and_then(|j| bar.cot[j].clone())
+    else {
         return Ok(vec![]);
     };
     let mut exprs: Vec<Expr> = columns
