@@ -476,6 +476,7 @@ def main(quick: bool = False, out: Path | None = None) -> dict:
         "gradient_test_losses": np.array(run.gradient.test_losses),
         "gradient_test_accuracies": np.array(run.gradient.test_accuracies),
         "gradient_step_seconds": float(np.mean(run.gradient.step_seconds)),
+        "gradient_test_accuracy": run.gradient.test_accuracies[-1],
         "hand_wired_statements": HAND_WIRED_STATEMENTS,
         "gradient_statements": GRADIENT_STATEMENTS,
         "numpy_step_seconds": float(np.mean(reference.step_seconds)),

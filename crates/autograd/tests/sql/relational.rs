@@ -451,6 +451,11 @@ const UNSUPPORTED: &[(&str, &str, &str)] = &[
     ("SELECT SUM(w) FROM w", "nope.w", "table 'nope' not found"),
     ("SELECT SUM(w) FROM w", "w", "must be written table.column"),
     ("SELECT SUM(w) FROM nope", "w.w", "nope"),
+    (
+        "SELECT SUM(grad * grad) FROM gradient('SELECT SUM(w * w * w) FROM w', 'w.w')",
+        "w.w",
+        "it reads the result of gradient()",
+    ),
 ];
 
 #[tokio::test]

@@ -2,16 +2,20 @@
 //! differentiable column; its contributions are recorded, to be summed per
 //! row at the end.
 
+use std::any::Any;
 use std::rc::Rc;
 
+use datafusion::datasource::source_as_provider;
+
 use datafusion_common::Result;
-use datafusion_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
+use datafusion_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableScan};
 
 use super::{unsupported, Rule};
 use crate::relational::augment::{
     contribution_column, rename, Augmented, Bar, Layout, CONTRIBUTION,
 };
 use crate::relational::backprop::Backprop;
+use crate::relational::GradientTable;
 
 pub(super) const RULE: Rule = Rule {
     activity,
@@ -23,6 +27,13 @@ fn activity(bp: &Backprop, node: &LogicalPlan, _: &[Rc<[bool]>]) -> Result<Vec<b
     let LogicalPlan::TableScan(scan) = node else {
         unreachable!("the scan rule is only called on scans")
     };
+    if reads_a_gradient(scan) {
+        return unsupported(
+            node,
+            "it reads the result of gradient(), whose dependence on the parameter is not \
+             followed: derivatives of gradients are taken with markers inside one query",
+        );
+    }
     let mut active = vec![false; node.schema().fields().len()];
     if bp.parameter.is_scanned_by(scan) {
         if let Some(j) = bp.parameter.column_of(scan) {
@@ -36,6 +47,12 @@ fn activity(bp: &Backprop, node: &LogicalPlan, _: &[Rc<[bool]>]) -> Result<Vec<b
         }
     }
     Ok(active)
+}
+
+/// Whether `scan` reads a table that `gradient()` returned.
+fn reads_a_gradient(scan: &TableScan) -> bool {
+    source_as_provider(&scan.source)
+        .is_ok_and(|provider| (provider.as_ref() as &dyn Any).is::<GradientTable>())
 }
 
 fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
