@@ -5,6 +5,7 @@ from typing import Any, Callable, Optional, Union
 import pyarrow as pa
 
 NOT_SIMPLIFIED: str
+HOST_NESTING: int
 
 class AutogradError(ValueError): ...
 

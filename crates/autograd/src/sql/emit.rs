@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
-use crate::stack::with_room;
+use crate::stack::{depth, with_room, with_room_for};
 use datafusion_common::arrow::datatypes::DataType;
 use datafusion_common::tree_node::{Transformed, TreeNode};
 use datafusion_common::{Result, ScalarValue};
@@ -30,7 +30,7 @@ use datafusion_sql::unparser::Unparser;
 
 /// Prints an expression as SQL without redundant parentheses.
 pub(crate) fn to_sql(expr: &Expr) -> Result<String> {
-    with_room(|| {
+    with_room_for(depth(expr), || {
         let expr = spell_non_finite(expr.clone())?;
         let mut ast = Unparser::new(&DataFusionDialect)
             .with_pretty(true)

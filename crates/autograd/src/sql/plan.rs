@@ -27,6 +27,12 @@ use datafusion_sql::sqlparser::tokenizer::Token;
 
 use crate::functions::scalar_functions;
 
+/// How deeply SQL text read here may nest (the parser's recursion limit; its
+/// recursion grows the stack as it goes, so the limit is about time, not
+/// room). DataFusion's own default, `datafusion.sql_parser.recursion_limit`,
+/// is 50.
+pub const MAX_SQL_NESTING: usize = 10_000;
+
 /// The analyzed plan of the query `sql` over the relations `catalog` knows.
 pub(crate) fn plan_query(sql: &str, catalog: Catalog) -> Result<LogicalPlan> {
     let context = SqlContext::new(Some(catalog));
@@ -37,7 +43,11 @@ pub(crate) fn plan_query(sql: &str, catalog: Catalog) -> Result<LogicalPlan> {
 /// The plan of the one statement `sql`, unanalyzed.
 fn plan_statement(sql: &str, context: &SqlContext) -> Result<LogicalPlan> {
     let invalid = |e: &dyn std::fmt::Display| plan_datafusion_err!("invalid SQL query: {e}");
-    let mut statements = Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| invalid(&e))?;
+    let mut statements = Parser::new(&GenericDialect {})
+        .with_recursion_limit(MAX_SQL_NESTING)
+        .try_with_sql(sql)
+        .and_then(|mut parser| parser.parse_statements())
+        .map_err(|e| invalid(&e))?;
     let (Some(statement), true) = (statements.pop(), statements.is_empty()) else {
         return plan_err!(
             "expected one SQL query, found {} statements",
@@ -69,6 +79,7 @@ fn parse_expr(sql: &str) -> Result<ast::Expr> {
     let invalid =
         |e: &dyn std::fmt::Display| plan_datafusion_err!("invalid SQL expression `{sql}`: {e}");
     let mut parser = Parser::new(&GenericDialect {})
+        .with_recursion_limit(MAX_SQL_NESTING)
         .try_with_sql(sql)
         .map_err(|e| invalid(&e))?;
     let expr = parser.parse_expr().map_err(|e| invalid(&e))?;

@@ -7,6 +7,7 @@
 
 use datafusion_autograd::{differentiate_sql, udf, ColumnTypes, Derivative, Relation};
 use datafusion_autograd_ffi::codec::{expr_from_bytes, expr_to_bytes};
+use datafusion_autograd_ffi::nesting::nesting;
 use datafusion_autograd_ffi::FFI_SimplifyingScalarUDF;
 use std::sync::Arc;
 
@@ -190,8 +191,13 @@ fn relation(
     Ok(Some(Relation::Table(Arc::new(Schema::try_from(ffi)?))))
 }
 
+/// How deeply PyPI datafusion's `Expr.from_bytes` decodes nested protobuf
+/// messages: prost's default limit, which that build keeps.
+const HOST_NESTING: usize = 100;
+
 /// Applies the marker `name` to serialized expressions and returns its
-/// derivative, serialized: the DataFrame API's `grad`/`jvp`/`vjp`.
+/// derivative, serialized: the DataFrame API's `grad`/`jvp`/`vjp`. A
+/// derivative the host could not decode is an error here.
 #[pyfunction]
 fn derivative<'py>(
     py: Python<'py>,
@@ -204,7 +210,15 @@ fn derivative<'py>(
             .iter()
             .map(|a| expr_from_bytes(a))
             .collect::<Result<Vec<_>, _>>()?;
-        expr_to_bytes(&marker.expand(&args, ColumnTypes::Unknown)?)
+        let bytes = expr_to_bytes(&marker.expand(&args, ColumnTypes::Unknown)?)?;
+        if let Err(depth) = nesting(&bytes, HOST_NESTING) {
+            return plan_err!(
+                "the derivative nests {depth} or more protobuf messages deep, and datafusion's \
+                 Expr.from_bytes reads at most {HOST_NESTING}; write the expression in SQL, \
+                 where the bridge has no such limit"
+            );
+        }
+        Ok(bytes)
     };
     Ok(PyBytes::new(py, &expand().map_err(py_err)?))
 }
@@ -221,6 +235,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(derivative, m)?)?;
     m.add_function(wrap_pyfunction!(summary, m)?)?;
     m.add("NOT_SIMPLIFIED", datafusion_autograd::NOT_SIMPLIFIED)?;
+    m.add("HOST_NESTING", HOST_NESTING)?;
     m.add("AutogradError", m.py().get_type::<AutogradError>())?;
     Ok(())
 }
