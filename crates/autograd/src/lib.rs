@@ -42,6 +42,7 @@ mod condition;
 mod functions;
 mod linearize;
 mod marker;
+mod options;
 mod reals;
 pub mod relational;
 mod rules;
@@ -52,6 +53,7 @@ mod udf;
 
 pub use functions::{register, scalar_functions};
 pub use marker::{differentiate, expand_markers, linearize, Derivative};
+pub use options::AutogradOptions;
 pub use reals::ColumnTypes;
 pub use rules::primitives;
 pub use sql::bridge::{rewrite_sql, Rewritten};

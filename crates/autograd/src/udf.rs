@@ -17,6 +17,7 @@ use datafusion_expr::{
 };
 
 use crate::marker::Derivative;
+use crate::options::AutogradOptions;
 use crate::reals::ColumnTypes;
 
 /// The words every marker's error contains when it reaches execution, because
@@ -116,9 +117,10 @@ impl ScalarUDFImpl for DerivativeUdf {
     }
 
     fn simplify(&self, args: Vec<Expr>, info: &SimplifyContext) -> Result<ExprSimplifyResult> {
-        let derivative = self
-            .derivative
-            .expand(&args, ColumnTypes::Schema(info.schema()))?;
+        let options = AutogradOptions::from_config(info.config_options());
+        let derivative =
+            self.derivative
+                .expand(&args, ColumnTypes::Schema(info.schema()), &options)?;
         Ok(ExprSimplifyResult::Simplified(derivative))
     }
 

@@ -38,7 +38,11 @@ pub const MAX_NESTING: usize = 20_000;
 const STACK_PER_LEVEL: usize = 16 * 1024;
 
 /// Decodes `bytes` with `decode` after measuring how deeply they nest.
-fn decode_measured<T>(bytes: &[u8], what: &str, decode: impl FnOnce(&[u8]) -> Result<T>) -> Result<T> {
+fn decode_measured<T>(
+    bytes: &[u8],
+    what: &str,
+    decode: impl FnOnce(&[u8]) -> Result<T>,
+) -> Result<T> {
     let depth = nesting(bytes, MAX_NESTING).map_err(|depth| {
         DataFusionError::Plan(format!(
             "{what} nest more than {MAX_NESTING} protobuf messages deep (found at least \

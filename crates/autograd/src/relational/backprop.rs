@@ -24,6 +24,7 @@ use super::operators;
 use super::parameter::Parameter;
 use super::staged::Staged;
 use super::GRADIENT_COLUMN;
+use crate::options::AutogradOptions;
 
 /// Numbers the passes of this process, so that their stages' names never meet.
 static PASSES: AtomicUsize = AtomicUsize::new(0);
@@ -31,6 +32,7 @@ static PASSES: AtomicUsize = AtomicUsize::new(0);
 /// One reverse pass through one loss.
 pub(crate) struct Backprop<'a> {
     pub parameter: &'a Parameter,
+    pub options: &'a AutogradOptions,
     pass: usize,
     ids: RefCell<HashMap<*const LogicalPlan, usize>>,
     pub activity: RefCell<HashMap<*const LogicalPlan, Rc<[bool]>>>,
@@ -45,9 +47,10 @@ pub(crate) struct Backprop<'a> {
 }
 
 impl<'a> Backprop<'a> {
-    pub fn new(parameter: &'a Parameter) -> Self {
+    pub fn new(parameter: &'a Parameter, options: &'a AutogradOptions) -> Self {
         Self {
             parameter,
+            options,
             pass: PASSES.fetch_add(1, Ordering::Relaxed),
             ids: RefCell::default(),
             activity: RefCell::default(),

@@ -44,6 +44,7 @@ use datafusion_common::{plan_err, Result, TableReference};
 use datafusion_expr::logical_plan::builder::LogicalTableSource;
 use datafusion_expr::LogicalPlan;
 
+use crate::options::AutogradOptions;
 use crate::sql::plan::{plan_query, Catalog, Relation};
 
 use crate::stack::with_room;
@@ -65,9 +66,13 @@ pub const GRADIENT_COLUMN: &str = "grad";
 /// first.
 ///
 /// [`SessionState::create_logical_plan`]: datafusion::execution::SessionState::create_logical_plan
-pub fn gradient(loss: &LogicalPlan, parameter: &Parameter) -> Result<Staged> {
+pub fn gradient(
+    loss: &LogicalPlan,
+    parameter: &Parameter,
+    options: &AutogradOptions,
+) -> Result<Staged> {
     with_room(|| {
-        let loss = activity::normalize(loss, parameter)?;
+        let loss = activity::normalize(loss, parameter, options)?;
         if loss.schema().fields().len() != 1 {
             return plan_err!(
                 "gradient(): the loss query must return one column, found {}",
@@ -86,7 +91,7 @@ pub fn gradient(loss: &LogicalPlan, parameter: &Parameter) -> Result<Staged> {
                  operation an aggregate without GROUP BY, for example SELECT SUM(…) or AVG(…)"
             );
         }
-        Backprop::new(parameter).differentiate(&loss)
+        Backprop::new(parameter, options).differentiate(&loss)
     })
 }
 
@@ -106,13 +111,19 @@ pub fn gradient(loss: &LogicalPlan, parameter: &Parameter) -> Result<Staged> {
 ///     Field::new("i", DataType::Int64, false),
 ///     Field::new("w", DataType::Float64, false),
 /// ]));
-/// let sql = gradient_sql("SELECT SUM(w * w) FROM w", "w.w", &|table| {
+/// let catalog = |table: &datafusion_common::TableReference| {
 ///     Ok((table.table() == "w").then(|| Relation::Table(Arc::clone(&w))))
-/// })
+/// };
+/// let sql = gradient_sql("SELECT SUM(w * w) FROM w", "w.w", &catalog, &Default::default())
 /// .unwrap();
 /// assert!(sql.query.contains("grad"));
 /// ```
-pub fn gradient_sql(loss: &str, wrt: &str, tables: Catalog) -> Result<StagedSql> {
+pub fn gradient_sql(
+    loss: &str,
+    wrt: &str,
+    tables: Catalog,
+    options: &AutogradOptions,
+) -> Result<StagedSql> {
     with_room(|| {
         let loss = plan_query(loss, tables)
             .map_err(|e| e.context("gradient(): planning the loss query"))?;
@@ -133,6 +144,6 @@ pub fn gradient_sql(loss: &str, wrt: &str, tables: Catalog) -> Result<StagedSql>
         };
         let source = Arc::new(LogicalTableSource::new(schema));
         let parameter = Parameter::new(table, column, source, "datafusion", "public")?;
-        gradient(&loss, &parameter)?.to_sql()
+        gradient(&loss, &parameter, options)?.to_sql()
     })
 }

@@ -171,7 +171,7 @@ pub(crate) fn spread(
     {
         let mut terms = vec![];
         for (r, (rows, share)) in reduced.iter().zip(&shares) {
-            if let Some(d) = pullback(&r.arg, column, share.clone(), joined.schema())? {
+            if let Some(d) = pullback(&r.arg, column, share.clone(), joined.schema(), bp.options)? {
                 terms.push(when(rows.clone(), d).otherwise(lit(0.0_f64))?);
             }
         }

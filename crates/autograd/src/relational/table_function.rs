@@ -11,6 +11,7 @@ use datafusion_expr::Expr;
 use futures::FutureExt;
 
 use super::{gradient, GradientTable, Parameter};
+use crate::options::AutogradOptions;
 
 /// The `gradient` table function.
 #[derive(Debug, Default)]
@@ -34,9 +35,9 @@ impl TableFunctionImpl for GradientFunction {
         };
         let loss_plan = plan_loss(state, loss)?;
         let parameter = Parameter::from_session(state, wrt)?;
-        Ok(Arc::new(GradientTable::new(gradient(
-            &loss_plan, &parameter,
-        )?)))
+        let options = AutogradOptions::from_config(state.config_options());
+        let staged = gradient(&loss_plan, &parameter, &options)?;
+        Ok(Arc::new(GradientTable::new(staged)))
     }
 }
 

@@ -13,6 +13,7 @@ use datafusion_sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Token
 use super::plan::Catalog;
 use super::{plan_scalar, to_sql};
 use crate::marker::{expand_markers, Derivative};
+use crate::options::AutogradOptions;
 use crate::reals::ColumnTypes;
 use crate::relational::gradient_sql;
 use crate::stack::with_room;
@@ -49,11 +50,11 @@ pub struct Rewritten {
 ///
 /// let sql = "SELECT x, grad(x * x, x) AS d FROM t -- grad(y, y)";
 /// assert_eq!(
-///     rewrite_sql(sql, &|_| Ok(None)).unwrap().sql,
+///     rewrite_sql(sql, &|_| Ok(None), &Default::default()).unwrap().sql,
 ///     "SELECT x, (CAST(x AS DOUBLE) + CAST(x AS DOUBLE)) AS d FROM t -- grad(y, y)"
 /// );
 /// ```
-pub fn rewrite_sql(sql: &str, tables: Catalog) -> Result<Rewritten> {
+pub fn rewrite_sql(sql: &str, tables: Catalog, options: &AutogradOptions) -> Result<Rewritten> {
     with_room(|| {
         let tokens = Tokenizer::new(&GenericDialect {}, sql)
             .tokenize_with_location()
@@ -68,9 +69,9 @@ pub fn rewrite_sql(sql: &str, tables: Catalog) -> Result<Rewritten> {
             out.push_str(&sql[copied..start]);
             out.push('(');
             match &call.kind {
-                CallKind::Marker => out.push_str(&expand_sql(&sql[start..end])?),
+                CallKind::Marker => out.push_str(&expand_sql(&sql[start..end], options)?),
                 CallKind::Gradient { loss, wrt, aliased } => {
-                    let staged = gradient_sql(loss, wrt, tables)?;
+                    let staged = gradient_sql(loss, wrt, tables, options)?;
                     rewritten.stages.extend(staged.stages);
                     rewritten.tables.extend(staged.tables);
                     out.push_str(&staged.query);
@@ -94,13 +95,13 @@ pub fn rewrite_sql(sql: &str, tables: Catalog) -> Result<Rewritten> {
 
 /// The derivative of one SQL marker call, as SQL, for a host that will plan it
 /// against a schema unknown here.
-fn expand_sql(call: &str) -> Result<String> {
+fn expand_sql(call: &str, options: &AutogradOptions) -> Result<String> {
     let (exprs, _) = plan_scalar(&[call])?;
     let expr = exprs
         .into_iter()
         .next()
         .unwrap_or_else(|| unreachable!("one expression planned"));
-    to_sql(&expand_markers(expr, ColumnTypes::Unknown)?)
+    to_sql(&expand_markers(expr, ColumnTypes::Unknown, options)?)
 }
 
 /// One call to rewrite: its source range, from its name to its closing

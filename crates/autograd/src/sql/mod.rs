@@ -5,6 +5,7 @@ use datafusion_common::{plan_err, Result};
 use datafusion_expr::Expr;
 
 use crate::marker::Derivative;
+use crate::options::AutogradOptions;
 use crate::reals::ColumnTypes;
 use crate::stack::with_room;
 
@@ -39,6 +40,7 @@ pub fn differentiate_sql(expr_sql: &str, wrt: &str) -> Result<String> {
             );
         }
         // Every free variable is a DOUBLE column, so the expression is real as written.
-        to_sql(&Derivative::Grad.expand(&exprs, ColumnTypes::Real)?)
+        let options = AutogradOptions::default();
+        to_sql(&Derivative::Grad.expand(&exprs, ColumnTypes::Real, &options)?)
     })
 }

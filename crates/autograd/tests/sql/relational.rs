@@ -506,7 +506,13 @@ async fn gradient_sql_reads_back_as_the_same_gradient() {
     };
     for (loss, table, col, key) in LOSSES {
         let native = gradient_rows(&ctx, loss, table, col, key).await;
-        let staged = gradient_sql(loss, &format!("{table}.{col}"), &catalog).unwrap();
+        let staged = gradient_sql(
+            loss,
+            &format!("{table}.{col}"),
+            &catalog,
+            &Default::default(),
+        )
+        .unwrap();
         for statement in &staged.stages {
             run(&ctx, statement).await;
         }

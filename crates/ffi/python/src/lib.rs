@@ -5,7 +5,9 @@
 //! differentiation of serialized expressions. All logic lives in the Rust
 //! crates; this module only converts.
 
-use datafusion_autograd::{differentiate_sql, udf, ColumnTypes, Derivative, Relation};
+use datafusion_autograd::{
+    differentiate_sql, udf, AutogradOptions, ColumnTypes, Derivative, Relation,
+};
 use datafusion_autograd_ffi::codec::{expr_from_bytes, expr_to_bytes};
 use datafusion_autograd_ffi::nesting::nesting;
 use datafusion_autograd_ffi::FFI_SimplifyingScalarUDF;
@@ -50,7 +52,11 @@ macro_rules! marker_class {
                 &self,
                 py: Python<'py>,
             ) -> PyResult<Bound<'py, PyCapsule>> {
-                PyCapsule::new_with_value(py, FFI_ScalarUDF::from(udf($marker)), c"datafusion_scalar_udf")
+                PyCapsule::new_with_value(
+                    py,
+                    FFI_ScalarUDF::from(udf($marker)),
+                    c"datafusion_scalar_udf",
+                )
             }
 
             /// The marker with its simplify slot, for hosts that speak the
@@ -77,25 +83,42 @@ marker_class!(
     GradUDF,
     "GradUDF",
     Derivative::Grad,
-    concat!("`grad(expression, column)`: ", datafusion_autograd::marker_summary!(grad))
+    concat!(
+        "`grad(expression, column)`: ",
+        datafusion_autograd::marker_summary!(grad)
+    )
 );
 marker_class!(
     JvpUDF,
     "JvpUDF",
     Derivative::Jvp,
-    concat!("`jvp(expression, column, tangent)`: ", datafusion_autograd::marker_summary!(jvp))
+    concat!(
+        "`jvp(expression, column, tangent)`: ",
+        datafusion_autograd::marker_summary!(jvp)
+    )
 );
 marker_class!(
     VjpUDF,
     "VjpUDF",
     Derivative::Vjp,
-    concat!("`vjp(expression, column, cotangent)`: ", datafusion_autograd::marker_summary!(vjp))
+    concat!(
+        "`vjp(expression, column, cotangent)`: ",
+        datafusion_autograd::marker_summary!(vjp)
+    )
 );
 
 /// What the marker called `name` computes, in one line.
 #[pyfunction]
 fn summary(name: &str) -> PyResult<&'static str> {
     marker(name).map(Derivative::summary).map_err(py_err)
+}
+
+/// The engine's options, with the size limit given or the default.
+fn options(max_derivative_nodes: Option<usize>) -> AutogradOptions {
+    max_derivative_nodes.map_or_else(
+        AutogradOptions::default,
+        AutogradOptions::with_max_derivative_nodes,
+    )
 }
 
 fn marker(name: &str) -> datafusion_common::Result<Derivative> {
@@ -135,10 +158,15 @@ impl Rewritten {
 /// `gradient(...)` call by the query that computes it; `tables(name)` gives a
 /// table's pyarrow schema, a view's SQL, or None when there is no such table.
 #[pyfunction]
-#[pyo3(signature = (sql, tables=None))]
-fn rewrite_sql(sql: &str, tables: Option<Bound<'_, PyAny>>) -> PyResult<Rewritten> {
+#[pyo3(signature = (sql, tables=None, max_derivative_nodes=None))]
+fn rewrite_sql(
+    sql: &str,
+    tables: Option<Bound<'_, PyAny>>,
+    max_derivative_nodes: Option<usize>,
+) -> PyResult<Rewritten> {
     let catalog = |table: &TableReference| relation(tables.as_ref(), table);
-    let rewritten = datafusion_autograd::rewrite_sql(sql, &catalog).map_err(py_err)?;
+    let options = options(max_derivative_nodes);
+    let rewritten = datafusion_autograd::rewrite_sql(sql, &catalog, &options).map_err(py_err)?;
     Ok(Rewritten {
         stages: rewritten.stages,
         sql: rewritten.sql,
@@ -149,9 +177,17 @@ fn rewrite_sql(sql: &str, tables: Option<Bound<'_, PyAny>>) -> PyResult<Rewritte
 /// The gradient of the loss query with respect to `wrt` ("table.column"), as
 /// SQL; `tables(name)` gives a table's pyarrow schema, a view's SQL, or None.
 #[pyfunction]
-fn gradient_sql(loss: &str, wrt: &str, tables: Bound<'_, PyAny>) -> PyResult<Rewritten> {
+#[pyo3(signature = (loss, wrt, tables, max_derivative_nodes=None))]
+fn gradient_sql(
+    loss: &str,
+    wrt: &str,
+    tables: Bound<'_, PyAny>,
+    max_derivative_nodes: Option<usize>,
+) -> PyResult<Rewritten> {
     let catalog = |table: &TableReference| relation(Some(&tables), table);
-    let staged = datafusion_autograd::relational::gradient_sql(loss, wrt, &catalog).map_err(py_err)?;
+    let options = options(max_derivative_nodes);
+    let staged = datafusion_autograd::relational::gradient_sql(loss, wrt, &catalog, &options)
+        .map_err(py_err)?;
     Ok(Rewritten {
         stages: staged.stages,
         sql: staged.query,
@@ -199,10 +235,12 @@ const HOST_NESTING: usize = 100;
 /// derivative, serialized: the DataFrame API's `grad`/`jvp`/`vjp`. A
 /// derivative the host could not decode is an error here.
 #[pyfunction]
+#[pyo3(signature = (name, args, max_derivative_nodes=None))]
 fn derivative<'py>(
     py: Python<'py>,
     name: &str,
     args: Vec<Vec<u8>>,
+    max_derivative_nodes: Option<usize>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let expand = || {
         let marker = marker(name)?;
@@ -210,7 +248,8 @@ fn derivative<'py>(
             .iter()
             .map(|a| expr_from_bytes(a))
             .collect::<Result<Vec<_>, _>>()?;
-        let bytes = expr_to_bytes(&marker.expand(&args, ColumnTypes::Unknown)?)?;
+        let options = options(max_derivative_nodes);
+        let bytes = expr_to_bytes(&marker.expand(&args, ColumnTypes::Unknown, &options)?)?;
         if let Err(depth) = nesting(&bytes, HOST_NESTING) {
             return plan_err!(
                 "the derivative nests {depth} or more protobuf messages deep, and datafusion's \

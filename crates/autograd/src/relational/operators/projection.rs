@@ -79,7 +79,13 @@ fn backward(bp: &Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, B
         let mut terms = vec![];
         for (e, c) in exprs.iter().zip(&bar.cot) {
             let Some(c) = c else { continue };
-            if let Some(term) = pullback(e, column, Expr::Column(c.clone()), bar.plan.schema())? {
+            if let Some(term) = pullback(
+                e,
+                column,
+                Expr::Column(c.clone()),
+                bar.plan.schema(),
+                bp.options,
+            )? {
                 terms.push(term);
             }
         }
