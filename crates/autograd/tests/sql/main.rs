@@ -6,6 +6,7 @@
 mod common;
 
 mod dataframe;
+mod documentation;
 mod errors;
 mod plan_shapes;
 mod random_trees;
