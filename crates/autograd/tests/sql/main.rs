@@ -6,6 +6,7 @@
 mod common;
 
 mod dataframe;
+mod dialects;
 mod documentation;
 mod errors;
 mod plan_shapes;
