@@ -17,17 +17,20 @@ from datafusion_autograd._native import (
     GradUDF,
     JvpUDF,
     VjpUDF,
-    differentiate,
+    primitives,
     rewrite_sql,
 )
 from datafusion_autograd.context import AutogradContext, forwards_simplify, register
+from datafusion_autograd.dialects import DIALECTS, Dialect, differentiate
 from datafusion_autograd.expr import grad, jvp, vjp
 from datafusion_autograd.relational import gradient
 from datafusion_autograd.udfs import grad_udf, jvp_udf, vjp_udf
 
 __all__ = [
+    "DIALECTS",
     "AutogradContext",
     "AutogradError",
+    "Dialect",
     "GradUDF",
     "JvpUDF",
     "VjpUDF",
@@ -38,6 +41,7 @@ __all__ = [
     "gradient",
     "jvp",
     "jvp_udf",
+    "primitives",
     "register",
     "rewrite_sql",
     "vjp",
