@@ -10,6 +10,13 @@ lists, aggregates (``AVG(grad(loss, w))`` is a gradient), recursive CTEs,
 >>> ctx = datafusion_autograd.register(SessionContext())
 >>> ctx.sql("SELECT grad(x * x * x, x) AS d FROM (VALUES (2.0)) AS t(x)").to_pydict()
 {'d': [12.0]}
+
+``differentiate`` writes a derivative as SQL text for DataFusion, DuckDB,
+PostgreSQL or SQLite (``dialects``); ``python -m datafusion_autograd
+differentiate EXPR COLUMN`` does the same from the command line (``__main__``).
+
+>>> datafusion_autograd.differentiate("x * x * y", "x", dialect="sqlite")
+'`y` * (`x` + `x`)'
 """
 
 from datafusion_autograd._native import (
