@@ -8,7 +8,8 @@ from typing import Any, TypeVar
 from datafusion import SessionContext
 
 from datafusion_autograd._native import NOT_SIMPLIFIED, rewrite_sql
-from datafusion_autograd.tables import table_schemas
+from datafusion_autograd.run import run
+from datafusion_autograd.tables import catalog
 from datafusion_autograd.udfs import MARKERS
 
 Context = TypeVar("Context", bound=SessionContext)
@@ -46,7 +47,7 @@ def register(ctx: Context) -> Context:
     ``datafusion`` 54 never calls the markers' ``simplify``; see
     ``forwards_simplify``) and every ``gradient('<loss query>',
     '<table>.<column>')`` by the query that computes it, planned over the
-    schemas of ``ctx``'s tables. The wrapper calls ``ctx``'s own ``sql``, so
+    relations of ``ctx`` (tables by schema, views by query). The wrapper calls ``ctx``'s own ``sql``, so
     subclasses keep their result type (``xarray_sql.XarrayContext`` returns
     its own DataFrame). Calling it twice is harmless.
 
@@ -68,11 +69,11 @@ def register(ctx: Context) -> Context:
 def _differentiating(ctx: SessionContext) -> Any:
     """``ctx.sql`` with markers and ``gradient`` calls rewritten first."""
     sql = ctx.sql
-    schemas = table_schemas(ctx)
+    relations = catalog(ctx)
 
     @functools.wraps(sql)
     def differentiating_sql(query: str, *args: Any, **kwargs: Any) -> Any:
-        return sql(rewrite_sql(query, schemas), *args, **kwargs)
+        return run(ctx, sql, rewrite_sql(query, relations), *args, **kwargs)
 
     differentiating_sql._differentiates = True  # type: ignore[attr-defined]
     return differentiating_sql

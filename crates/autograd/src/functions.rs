@@ -31,6 +31,7 @@ pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
 /// # });
 /// ```
 pub fn register(ctx: &SessionContext) {
+    crate::stack::ensure_recursion_room();
     for udf in udfs() {
         ctx.register_udf(udf.as_ref().clone());
     }

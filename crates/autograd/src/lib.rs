@@ -46,6 +46,7 @@ mod reals;
 pub mod relational;
 mod rules;
 mod sql;
+mod stack;
 mod tangent;
 mod udf;
 
@@ -53,7 +54,7 @@ pub use functions::{register, scalar_functions};
 pub use marker::{differentiate, expand_markers, linearize, Derivative};
 pub use reals::ColumnTypes;
 pub use rules::primitives;
-pub use sql::bridge::rewrite_sql;
-pub use sql::plan::TableSchemas;
+pub use sql::bridge::{rewrite_sql, Rewritten};
+pub use sql::plan::{Catalog, Relation};
 pub use sql::{differentiate_sql, plan_to_sql, Dialect};
 pub use udf::{expr_fn, grad_udf, jvp_udf, udf, udfs, vjp_udf, DerivativeUdf, NOT_SIMPLIFIED};

@@ -11,6 +11,7 @@ use datafusion_optimizer::analyzer::type_coercion::TypeCoercionRewriter;
 use crate::condition::is_condition;
 use crate::linearize::Linearizer;
 use crate::reals::{as_real, ColumnTypes};
+use crate::stack::with_room;
 use crate::tangent::Tangent;
 
 /// One line per marker, the single source of the Rust docs, the Python
@@ -125,6 +126,10 @@ impl Derivative {
     /// first. With a schema, the result is type-coerced and DOUBLE, ready to
     /// replace the call in a plan.
     pub fn expand(self, args: &[Expr], types: ColumnTypes) -> Result<Expr> {
+        with_room(|| self.expand_here(args, types))
+    }
+
+    fn expand_here(self, args: &[Expr], types: ColumnTypes) -> Result<Expr> {
         self.check_arity(args.len())?;
         let Some(wrt) = column_of(&args[1]) else {
             return plan_err!(

@@ -8,7 +8,7 @@ use datafusion_common::{plan_err, Column, DFSchema, Result};
 use datafusion_expr::expr_rewriter::NamePreserver;
 use datafusion_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 
-use super::augment::Backprop;
+use super::backprop::Backprop;
 use super::operators;
 use super::parameter::Parameter;
 use crate::marker::expand_markers;
@@ -203,7 +203,10 @@ fn lift_subqueries(plan: LogicalPlan, parameter: &Parameter) -> Result<LogicalPl
                 input = LogicalPlanBuilder::from(input.clone())
                     .cross_join(one_row)?
                     .build()?;
-                Ok(Transformed::yes(Expr::Column(Column::new(Some(alias), field))))
+                Ok(Transformed::yes(Expr::Column(Column::new(
+                    Some(alias),
+                    field,
+                ))))
             })?;
             if rewritten.transformed {
                 changed = true;
@@ -214,7 +217,9 @@ fn lift_subqueries(plan: LogicalPlan, parameter: &Parameter) -> Result<LogicalPl
             return Ok(Transformed::no(node));
         }
         let rebuilt = match &node {
-            LogicalPlan::Projection(_) => LogicalPlanBuilder::from(input).project(exprs)?.build()?,
+            LogicalPlan::Projection(_) => {
+                LogicalPlanBuilder::from(input).project(exprs)?.build()?
+            }
             LogicalPlan::Aggregate(a) => LogicalPlanBuilder::from(input)
                 .aggregate(a.group_expr.clone(), exprs)?
                 .build()?,

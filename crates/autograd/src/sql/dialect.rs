@@ -63,7 +63,7 @@ impl Dialect {
     /// DataFusion's unparser dialect for the engine, which this module extends.
     pub(crate) fn unparser(self) -> Box<dyn unparser::Dialect> {
         match self {
-            Dialect::DataFusion => Box::new(unparser::DefaultDialect {}),
+            Dialect::DataFusion => Box::new(super::emit::DataFusionDialect),
             Dialect::DuckDb => Box::new(DuckDbDividing(unparser::DuckDBDialect::new())),
             Dialect::PostgreSql => Box::new(unparser::PostgreSqlDialect {}),
             Dialect::Sqlite => Box::new(unparser::SqliteDialect {}),

@@ -25,6 +25,7 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use crate::stack::{depth, with_room, with_room_for};
 use datafusion_common::arrow::datatypes::DataType;
 use datafusion_common::tree_node::{Transformed, TreeNode};
 use datafusion_common::{DFSchema, Result, ScalarValue};
@@ -34,23 +35,27 @@ use datafusion_expr::{cast, lit, Expr, ExprSchemable, LogicalPlan, LogicalPlanBu
 use datafusion_functions::math::expr_fn::trunc;
 use datafusion_optimizer::analyzer::type_coercion::TypeCoercionRewriter;
 use datafusion_sql::sqlparser::ast::{self, visit_expressions_mut, UnaryOperator, VisitMut};
+use datafusion_sql::sqlparser::keywords::ALL_KEYWORDS;
+use datafusion_sql::unparser::dialect::Dialect as UnparserDialect;
 use datafusion_sql::unparser::Unparser;
 
 use super::dialect::{engine_function, Dialect, EngineFunction, NonFinite, Spelling};
 
 /// Prints an expression as DataFusion SQL without redundant parentheses.
 pub(crate) fn to_sql(expr: &Expr) -> Result<String> {
-    print(expr.clone(), Dialect::DataFusion)
+    with_room_for(depth(expr), || print(expr.clone(), Dialect::DataFusion))
 }
 
 /// Prints an expression over the columns of `schema` as SQL for `dialect`,
 /// or fails naming what the engine has no spelling for.
 pub(crate) fn to_dialect_sql(expr: &Expr, schema: &DFSchema, dialect: Dialect) -> Result<String> {
-    let expr = match dialect {
-        Dialect::DataFusion => expr.clone(),
-        _ => spelled_for(expr.clone(), schema, dialect)?,
-    };
-    print(expr, dialect)
+    with_room_for(depth(expr), || {
+        let expr = match dialect {
+            Dialect::DataFusion => expr.clone(),
+            _ => spelled_for(expr.clone(), schema, dialect)?,
+        };
+        print(expr, dialect)
+    })
 }
 
 fn print(expr: Expr, dialect: Dialect) -> Result<String> {
@@ -243,28 +248,34 @@ fn written_everywhere(op: &Operator) -> bool {
 
 /// Prints a plan as one SQL query.
 pub fn plan_to_sql(plan: &LogicalPlan) -> Result<String> {
-    let plan = plan
-        .clone()
-        .transform_up_with_subqueries(|node| {
-            node.map_expressions(|e| spell_non_finite(e, Dialect::DataFusion).map(Transformed::yes))
-        })?
-        .data;
-    let mut chain = Chain::default();
-    let root = chain.flatten(plan)?;
-    let root = unparse(&root)?;
-    if chain.tables.is_empty() {
-        return Ok(root);
-    }
-    let tables: Vec<String> = chain
-        .tables
-        .iter()
-        .map(|(name, body)| format!("{name} AS ({body})"))
-        .collect();
-    Ok(format!("WITH {} {root}", tables.join(", ")))
+    with_room(|| {
+        let plan = plan
+            .clone()
+            .transform_up_with_subqueries(|node| {
+                node.map_expressions(|e| {
+                    spell_non_finite(e, Dialect::DataFusion).map(Transformed::yes)
+                })
+            })?
+            .data;
+        let mut chain = Chain::default();
+        let root = chain.flatten(plan)?;
+        let root = unparse(&root)?;
+        if chain.tables.is_empty() {
+            return Ok(root);
+        }
+        let tables: Vec<String> = chain
+            .tables
+            .iter()
+            .map(|(name, body)| format!("{name} AS ({body})"))
+            .collect();
+        Ok(format!("WITH {} {root}", tables.join(", ")))
+    })
 }
 
 fn unparse(plan: &LogicalPlan) -> Result<String> {
-    let mut statement = Unparser::default().with_pretty(true).plan_to_sql(plan)?;
+    let mut statement = Unparser::new(&DataFusionDialect)
+        .with_pretty(true)
+        .plan_to_sql(plan)?;
     separate_signs(&mut statement);
     Ok(statement.to_string())
 }
@@ -279,6 +290,7 @@ struct Chain {
 impl Chain {
     /// `plan` with every input that has columns of its own names replaced by
     /// a scan of its table expression.
+    #[recursive::recursive]
     fn flatten(&mut self, plan: LogicalPlan) -> Result<LogicalPlan> {
         let plan = plan
             .map_children(|child| {
@@ -306,6 +318,26 @@ impl Chain {
         };
         let source = LogicalTableSource::new(Arc::new(plan.schema().as_arrow().clone()));
         LogicalPlanBuilder::scan(name, Arc::new(source), None)?.build()
+    }
+}
+
+/// DataFusion's SQL, as DataFusion's own default unparser dialect writes it:
+/// identifiers are quoted when they are keywords, hold upper-case letters (the
+/// parser would lower-case them) or anything but letters, digits and `_`.
+/// The default dialect decides this with a regular expression compiled anew
+/// for every identifier; this one reads the characters.
+pub(super) struct DataFusionDialect;
+
+impl UnparserDialect for DataFusionDialect {
+    fn identifier_quote_style(&self, identifier: &str) -> Option<char> {
+        let mut chars = identifier.chars();
+        let plain = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        let upper = identifier.to_ascii_uppercase();
+        let keyword = upper != "ID" && ALL_KEYWORDS.binary_search(&upper.as_str()).is_ok();
+        (keyword || !plain).then_some('"')
     }
 }
 

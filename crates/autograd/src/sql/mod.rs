@@ -6,6 +6,7 @@ use datafusion_expr::Expr;
 
 use crate::marker::Derivative;
 use crate::reals::ColumnTypes;
+use crate::stack::with_room;
 
 pub(crate) mod bridge;
 pub(crate) mod dialect;
@@ -43,12 +44,16 @@ pub(crate) use plan::plan_scalar;
 /// assert!(e.to_string().contains("postgresql has no spelling for '%'"));
 /// ```
 pub fn differentiate_sql(expr_sql: &str, wrt: &str, dialect: Dialect) -> Result<String> {
-    let (exprs, schema) = plan_scalar(&[expr_sql, wrt])?;
-    let wrt = &exprs[1];
-    if !matches!(wrt, Expr::Column(_)) {
-        return plan_err!("the variable to differentiate by must be a column name, found `{wrt}`");
-    }
-    // Every free variable is a DOUBLE column, so the expression is real as written.
-    let derivative = Derivative::Grad.expand(&exprs, ColumnTypes::Real)?;
-    emit::to_dialect_sql(&derivative, &schema, dialect)
+    with_room(|| {
+        let (exprs, schema) = plan_scalar(&[expr_sql, wrt])?;
+        let wrt = &exprs[1];
+        if !matches!(wrt, Expr::Column(_)) {
+            return plan_err!(
+                "the variable to differentiate by must be a column name, found `{wrt}`"
+            );
+        }
+        // Every free variable is a DOUBLE column, so the expression is real as written.
+        let derivative = Derivative::Grad.expand(&exprs, ColumnTypes::Real)?;
+        emit::to_dialect_sql(&derivative, &schema, dialect)
+    })
 }

@@ -111,7 +111,7 @@ async fn rewritten_sql_runs_on_a_context_without_the_markers() {
     let sql = "SELECT grad(CASE label WHEN 'a' THEN x * x ELSE i / 2 END, x) \
                       + grad(CASE WHEN label = 'a' THEN i / 2 END, i) AS d \
                FROM t ORDER BY id -- grad(y, y)";
-    let rewritten = rewrite_sql(sql, &|_| Ok(None)).unwrap();
+    let rewritten = rewrite_sql(sql, &|_| Ok(None)).unwrap().sql;
     assert!(
         rewritten.ends_with(" AS d FROM t ORDER BY id -- grad(y, y)"),
         "{rewritten}"
@@ -153,7 +153,7 @@ async fn signs_and_non_finite_constants_read_back() {
         let marker = format!("SELECT grad({f}, {wrt}) FROM pts ORDER BY id");
         for sql in [
             format!("SELECT {derivative} FROM pts ORDER BY id"),
-            rewrite_sql(&marker, &|_| Ok(None)).unwrap(),
+            rewrite_sql(&marker, &|_| Ok(None)).unwrap().sql,
         ] {
             let got = column(&ctx, &sql).await;
             for i in 0..xs.len() {

@@ -5,12 +5,13 @@
 //! differentiation of serialized expressions. All logic lives in the Rust
 //! crates; this module only converts.
 
-use datafusion_autograd::{differentiate_sql, udf, ColumnTypes, Derivative, Dialect};
+use datafusion_autograd::{differentiate_sql, udf, ColumnTypes, Derivative, Dialect, Relation};
 use datafusion_autograd_ffi::codec::{expr_from_bytes, expr_to_bytes};
+use datafusion_autograd_ffi::nesting::nesting;
 use datafusion_autograd_ffi::FFI_SimplifyingScalarUDF;
 use std::sync::Arc;
 
-use datafusion_common::arrow::datatypes::{Schema, SchemaRef};
+use datafusion_common::arrow::datatypes::Schema;
 use datafusion_common::arrow::ffi::FFI_ArrowSchema;
 use datafusion_common::{plan_datafusion_err, plan_err, DataFusionError, TableReference};
 use datafusion_ffi::udf::FFI_ScalarUDF;
@@ -135,30 +136,61 @@ fn primitives() -> Vec<&'static str> {
     datafusion_autograd::primitives().collect()
 }
 
+/// A statement for a host that never calls `simplify`: run `stages` first,
+/// then `sql`, and deregister `tables` afterwards.
+#[pyclass(module = "datafusion_autograd._native", frozen, get_all)]
+struct Rewritten {
+    stages: Vec<String>,
+    sql: String,
+    tables: Vec<String>,
+}
+
+#[pymethods]
+impl Rewritten {
+    fn __repr__(&self) -> String {
+        format!(
+            "Rewritten(sql={:?}, {} stage(s))",
+            self.sql,
+            self.stages.len()
+        )
+    }
+}
+
 /// `sql` with every grad/jvp/vjp call replaced by its derivative, and every
 /// `gradient(...)` call by the query that computes it; `tables(name)` gives a
-/// table's pyarrow schema, or None when there is no such table.
+/// table's pyarrow schema, a view's SQL, or None when there is no such table.
 #[pyfunction]
 #[pyo3(signature = (sql, tables=None))]
-fn rewrite_sql(sql: &str, tables: Option<Bound<'_, PyAny>>) -> PyResult<String> {
-    let schemas = |table: &TableReference| schema_of(tables.as_ref(), table);
-    datafusion_autograd::rewrite_sql(sql, &schemas).map_err(py_err)
+fn rewrite_sql(sql: &str, tables: Option<Bound<'_, PyAny>>) -> PyResult<Rewritten> {
+    let catalog = |table: &TableReference| relation(tables.as_ref(), table);
+    let rewritten = datafusion_autograd::rewrite_sql(sql, &catalog).map_err(py_err)?;
+    Ok(Rewritten {
+        stages: rewritten.stages,
+        sql: rewritten.sql,
+        tables: rewritten.tables,
+    })
 }
 
 /// The gradient of the loss query with respect to `wrt` ("table.column"), as
-/// one SQL query; `tables(name)` gives a table's pyarrow schema, or None.
+/// SQL; `tables(name)` gives a table's pyarrow schema, a view's SQL, or None.
 #[pyfunction]
-fn gradient_sql(loss: &str, wrt: &str, tables: Bound<'_, PyAny>) -> PyResult<String> {
-    let schemas = |table: &TableReference| schema_of(Some(&tables), table);
-    datafusion_autograd::relational::gradient_sql(loss, wrt, &schemas).map_err(py_err)
+fn gradient_sql(loss: &str, wrt: &str, tables: Bound<'_, PyAny>) -> PyResult<Rewritten> {
+    let catalog = |table: &TableReference| relation(Some(&tables), table);
+    let staged = datafusion_autograd::relational::gradient_sql(loss, wrt, &catalog).map_err(py_err)?;
+    Ok(Rewritten {
+        stages: staged.stages,
+        sql: staged.query,
+        tables: staged.tables,
+    })
 }
 
-/// The schema `tables` gives for `table`, read through the Arrow C data
-/// interface.
-fn schema_of(
+/// What `tables` gives for `table`: a view's SQL text (a `str`), or a
+/// table's schema (anything with `__arrow_c_schema__`, read through the
+/// Arrow C data interface).
+fn relation(
     tables: Option<&Bound<'_, PyAny>>,
     table: &TableReference,
-) -> datafusion_common::Result<Option<SchemaRef>> {
+) -> datafusion_common::Result<Option<Relation>> {
     let Some(tables) = tables else {
         return Ok(None);
     };
@@ -166,6 +198,9 @@ fn schema_of(
     let found = tables.call1((table.to_string(),)).map_err(failed)?;
     if found.is_none() {
         return Ok(None);
+    }
+    if let Ok(view) = found.extract::<String>() {
+        return Ok(Some(Relation::View(view)));
     }
     let capsule = found
         .call_method0("__arrow_c_schema__")
@@ -178,11 +213,16 @@ fn schema_of(
     // SAFETY: an "arrow_schema" capsule holds an ArrowSchema, valid while the
     // capsule lives; it is only read here.
     let ffi = unsafe { &*(pointer.as_ptr() as *const FFI_ArrowSchema) };
-    Ok(Some(Arc::new(Schema::try_from(ffi)?)))
+    Ok(Some(Relation::Table(Arc::new(Schema::try_from(ffi)?))))
 }
 
+/// How deeply PyPI datafusion's `Expr.from_bytes` decodes nested protobuf
+/// messages: prost's default limit, which that build keeps.
+const HOST_NESTING: usize = 100;
+
 /// Applies the marker `name` to serialized expressions and returns its
-/// derivative, serialized: the DataFrame API's `grad`/`jvp`/`vjp`.
+/// derivative, serialized: the DataFrame API's `grad`/`jvp`/`vjp`. A
+/// derivative the host could not decode is an error here.
 #[pyfunction]
 fn derivative<'py>(
     py: Python<'py>,
@@ -195,7 +235,15 @@ fn derivative<'py>(
             .iter()
             .map(|a| expr_from_bytes(a))
             .collect::<Result<Vec<_>, _>>()?;
-        expr_to_bytes(&marker.expand(&args, ColumnTypes::Unknown)?)
+        let bytes = expr_to_bytes(&marker.expand(&args, ColumnTypes::Unknown)?)?;
+        if let Err(depth) = nesting(&bytes, HOST_NESTING) {
+            return plan_err!(
+                "the derivative nests {depth} or more protobuf messages deep, and datafusion's \
+                 Expr.from_bytes reads at most {HOST_NESTING}; write the expression in SQL, \
+                 where the bridge has no such limit"
+            );
+        }
+        Ok(bytes)
     };
     Ok(PyBytes::new(py, &expand().map_err(py_err)?))
 }
@@ -205,6 +253,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<GradUDF>()?;
     m.add_class::<JvpUDF>()?;
     m.add_class::<VjpUDF>()?;
+    m.add_class::<Rewritten>()?;
     m.add_function(wrap_pyfunction!(differentiate, m)?)?;
     m.add_function(wrap_pyfunction!(rewrite_sql, m)?)?;
     m.add_function(wrap_pyfunction!(gradient_sql, m)?)?;
@@ -215,6 +264,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let dialects: Vec<&str> = Dialect::ALL.iter().map(|d| d.name()).collect();
     m.add("DIALECTS", pyo3::types::PyTuple::new(m.py(), dialects)?)?;
     m.add("NOT_SIMPLIFIED", datafusion_autograd::NOT_SIMPLIFIED)?;
+    m.add("HOST_NESTING", HOST_NESTING)?;
     m.add("AutogradError", m.py().get_type::<AutogradError>())?;
     Ok(())
 }

@@ -11,7 +11,8 @@ use datafusion_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use super::{Rule, Substitution};
 use crate::marker::pullback;
 use crate::relational::activity::reads_active;
-use crate::relational::augment::{with_columns, Augmented, Backprop, Bar, Layout};
+use crate::relational::augment::{with_columns, Augmented, Bar, Layout};
+use crate::relational::backprop::Backprop;
 
 pub(super) const RULE: Rule = Rule {
     activity,
