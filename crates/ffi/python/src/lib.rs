@@ -6,7 +6,7 @@
 //! crates; this module only converts.
 
 use datafusion_autograd::{
-    differentiate_sql, udf, AutogradOptions, ColumnTypes, Derivative, Relation,
+    differentiate_sql, udf, AutogradOptions, ColumnTypes, Derivative, Dialect, Relation,
 };
 use datafusion_autograd_ffi::codec::{expr_from_bytes, expr_to_bytes};
 use datafusion_autograd_ffi::nesting::nesting;
@@ -20,7 +20,7 @@ use datafusion_ffi::udf::FFI_ScalarUDF;
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyCapsule};
+use pyo3::types::{PyBytes, PyCapsule, PyDict};
 
 create_exception!(
     _native,
@@ -128,10 +128,35 @@ fn marker(name: &str) -> datafusion_common::Result<Derivative> {
     }
 }
 
-/// The derivative of a SQL expression with respect to a column, as SQL.
+/// DataFusion's documentation of the marker called `name`: description,
+/// syntax, sql_example and arguments (name, description pairs).
 #[pyfunction]
-fn differentiate(expr_sql: &str, wrt: &str) -> PyResult<String> {
-    differentiate_sql(expr_sql, wrt).map_err(py_err)
+fn documentation<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyDict>> {
+    let udf = udf(marker(name).map_err(py_err)?);
+    let Some(doc) = udf.documentation() else {
+        return Err(py_err(plan_datafusion_err!("{name} has no documentation")));
+    };
+    let fields = PyDict::new(py);
+    fields.set_item("description", &doc.description)?;
+    fields.set_item("syntax", &doc.syntax_example)?;
+    fields.set_item("sql_example", &doc.sql_example)?;
+    fields.set_item("arguments", doc.arguments.clone().unwrap_or_default())?;
+    Ok(fields)
+}
+
+/// The derivative of a SQL expression with respect to a column, as SQL for
+/// the engine `dialect` (see `DIALECTS`).
+#[pyfunction]
+#[pyo3(signature = (expr_sql, wrt, dialect="datafusion"))]
+fn differentiate(expr_sql: &str, wrt: &str, dialect: &str) -> PyResult<String> {
+    let dialect: Dialect = dialect.parse().map_err(py_err)?;
+    differentiate_sql(expr_sql, wrt, dialect).map_err(py_err)
+}
+
+/// The names of the functions and operators with a derivative rule.
+#[pyfunction]
+fn primitives() -> Vec<&'static str> {
+    datafusion_autograd::primitives().collect()
 }
 
 /// A statement for a host that never calls `simplify`: run `stages` first,
@@ -273,6 +298,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gradient_sql, m)?)?;
     m.add_function(wrap_pyfunction!(derivative, m)?)?;
     m.add_function(wrap_pyfunction!(summary, m)?)?;
+    m.add_function(wrap_pyfunction!(documentation, m)?)?;
+    m.add_function(wrap_pyfunction!(primitives, m)?)?;
+    let dialects: Vec<&str> = Dialect::ALL.iter().map(|d| d.name()).collect();
+    m.add("DIALECTS", pyo3::types::PyTuple::new(m.py(), dialects)?)?;
     m.add("NOT_SIMPLIFIED", datafusion_autograd::NOT_SIMPLIFIED)?;
     m.add("HOST_NESTING", HOST_NESTING)?;
     m.add("AutogradError", m.py().get_type::<AutogradError>())?;
