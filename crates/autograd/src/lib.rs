@@ -58,5 +58,7 @@ pub use reals::ColumnTypes;
 pub use rules::primitives;
 pub use sql::bridge::{rewrite_sql, Rewritten};
 pub use sql::plan::{Catalog, Relation};
-pub use sql::{differentiate_sql, plan_to_sql, Dialect};
+pub use sql::{
+    check_grad, check_grad_sql, differentiate_sql, plan_to_sql, Dialect, GradCheck,
+};
 pub use udf::{expr_fn, grad_udf, jvp_udf, udf, udfs, vjp_udf, DerivativeUdf, NOT_SIMPLIFIED};

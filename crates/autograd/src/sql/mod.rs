@@ -10,10 +10,12 @@ use crate::reals::ColumnTypes;
 use crate::stack::with_room;
 
 pub(crate) mod bridge;
+mod check;
 pub(crate) mod dialect;
 mod emit;
 pub(crate) mod plan;
 
+pub use check::{check_grad, check_grad_sql, GradCheck};
 pub use dialect::Dialect;
 pub use emit::plan_to_sql;
 pub(crate) use emit::to_sql;

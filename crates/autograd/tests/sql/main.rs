@@ -10,7 +10,7 @@ mod dialects;
 mod documentation;
 mod errors;
 mod plan_shapes;
-mod random_trees;
+mod fuzz;
 mod relational;
 mod rules;
 mod sql_text;
