@@ -16,7 +16,6 @@
 
 use std::ffi::c_void;
 use std::hash::{Hash, Hasher};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -31,6 +30,7 @@ use stabby::string::String as SString;
 use stabby::vec::Vec as SVec;
 
 use crate::codec::{exprs_from_bytes, exprs_to_bytes, schema_from_bytes, schema_to_bytes};
+use crate::panics::catch_panic;
 
 /// Version of the simplify protocol; a consumer refuses any other.
 pub const SIMPLIFY_PROTOCOL_VERSION: u64 = 1;
@@ -128,19 +128,11 @@ unsafe extern "C" fn simplify_fn_wrapper(
 ) -> FFI_SimplifyResult {
     SIMPLIFY_CALLS.fetch_add(1, Ordering::Relaxed);
     // A panic must not unwind into the host: it becomes an error message.
-    let outcome = catch_unwind(AssertUnwindSafe(|| simplify_local(udf, &args, &schema)));
-    match outcome {
+    match catch_panic("simplify", || simplify_local(udf, &args, &schema)) {
         Ok(Ok(Some(bytes))) => FFI_SimplifyResult::Simplified(bytes.as_slice().into()),
         Ok(Ok(None)) => FFI_SimplifyResult::Original,
         Ok(Err(e)) => FFI_SimplifyResult::Error(e.to_string().as_str().into()),
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            FFI_SimplifyResult::Error(format!("simplify panicked: {message}").as_str().into())
-        }
+        Err(message) => FFI_SimplifyResult::Error(message.as_str().into()),
     }
 }
 

@@ -7,6 +7,7 @@
 
 use datafusion_autograd::{differentiate_sql, udf, ColumnTypes, Derivative};
 use datafusion_autograd_ffi::codec::{expr_from_bytes, expr_to_bytes};
+use datafusion_autograd_ffi::panics::catch_panic;
 use datafusion_autograd_ffi::FFI_SimplifyingScalarUDF;
 use std::sync::Arc;
 
@@ -28,6 +29,14 @@ create_exception!(
 
 fn py_err(e: DataFusionError) -> PyErr {
     AutogradError::new_err(e.to_string())
+}
+
+/// Runs the engine for the Python function `name`: its errors, and any panic
+/// (malformed input can reach one in a dependency), become `AutogradError`s.
+fn engine<T>(name: &str, run: impl FnOnce() -> datafusion_common::Result<T>) -> PyResult<T> {
+    catch_panic(name, run)
+        .map_err(AutogradError::new_err)?
+        .map_err(py_err)
 }
 
 /// Defines the Python class of one marker.
@@ -107,7 +116,7 @@ fn marker(name: &str) -> datafusion_common::Result<Derivative> {
 /// The derivative of a SQL expression with respect to a column, as SQL.
 #[pyfunction]
 fn differentiate(expr_sql: &str, wrt: &str) -> PyResult<String> {
-    differentiate_sql(expr_sql, wrt).map_err(py_err)
+    engine("differentiate", || differentiate_sql(expr_sql, wrt))
 }
 
 /// `sql` with every grad/jvp/vjp call replaced by its derivative, and every
@@ -117,7 +126,9 @@ fn differentiate(expr_sql: &str, wrt: &str) -> PyResult<String> {
 #[pyo3(signature = (sql, tables=None))]
 fn rewrite_sql(sql: &str, tables: Option<Bound<'_, PyAny>>) -> PyResult<String> {
     let schemas = |table: &TableReference| schema_of(tables.as_ref(), table);
-    datafusion_autograd::rewrite_sql(sql, &schemas).map_err(py_err)
+    engine("rewrite_sql", || {
+        datafusion_autograd::rewrite_sql(sql, &schemas)
+    })
 }
 
 /// The gradient of the loss query with respect to `wrt` ("table.column"), as
@@ -125,7 +136,9 @@ fn rewrite_sql(sql: &str, tables: Option<Bound<'_, PyAny>>) -> PyResult<String> 
 #[pyfunction]
 fn gradient_sql(loss: &str, wrt: &str, tables: Bound<'_, PyAny>) -> PyResult<String> {
     let schemas = |table: &TableReference| schema_of(Some(&tables), table);
-    datafusion_autograd::relational::gradient_sql(loss, wrt, &schemas).map_err(py_err)
+    engine("gradient_sql", || {
+        datafusion_autograd::relational::gradient_sql(loss, wrt, &schemas)
+    })
 }
 
 /// The schema `tables` gives for `table`, read through the Arrow C data
@@ -172,7 +185,7 @@ fn derivative<'py>(
             .collect::<Result<Vec<_>, _>>()?;
         expr_to_bytes(&marker.expand(&args, ColumnTypes::Unknown)?)
     };
-    Ok(PyBytes::new(py, &expand().map_err(py_err)?))
+    Ok(PyBytes::new(py, &engine("derivative", expand)?))
 }
 
 #[pymodule]
