@@ -11,4 +11,5 @@ mod plan_shapes;
 mod random_trees;
 mod relational;
 mod rules;
+mod special_values;
 mod sql_text;
