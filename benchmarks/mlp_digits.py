@@ -34,10 +34,19 @@ run in order by Python, which only sequences them:
 The test-set loss and accuracy come from the same forward pass and metrics,
 run with the whole test set as the batch.
 
+The same network is also trained with its backward pass formed by
+``gradient()`` (``sql/mlp_gradient/``): the model's whole state is one table
+``params(tensor, i, j, w)`` (weights, biases and the step counter), the loss is
+the forward pass only (``loss.sql``), and a training step is one statement,
+``CREATE OR REPLACE TABLE params AS SELECT … w − lr·grad … FROM
+gradient('<loss>', 'params.w')`` (``step.sql``). Nothing in it is a derivative.
+Its test-set metrics come from the hand-wired forward pass, run on its weights.
+
 A numpy network with the same seeded initialisation (uniform ±1/√fan_in), the
 same learning rate and the same mini-batches, whose gradients are the usual
-hand-derived matrix formulas ((p − onehot)/n for the logits), must produce the
-same loss at every step to a relative 1e-9 (``compare.RTOL``).
+hand-derived matrix formulas ((p − onehot)/n for the logits), is trained side
+by side; both SQL networks must produce its loss at every step to a relative
+1e-9 (``compare.RTOL``).
 
 Run from the repository root::
 
@@ -70,10 +79,18 @@ Array = np.ndarray
 Params = dict[str, Array]
 
 BACKWARD_NOTE = (
-    "Backward pass: every local derivative is a vjp() in SQL, the softmax–cross-entropy "
+    "Backward pass, hand-wired: every local derivative is a vjp() in SQL, the softmax–cross-entropy "
     "delta included (nothing is differentiated by hand); joins carry cotangents between "
-    "relations and GROUP BY SUM accumulates them."
+    "relations and GROUP BY SUM accumulates them. Backward pass, gradient(): none written; one "
+    "statement per step differentiates the forward pass."
 )
+
+# SQL statements one training step runs, besides reading its loss back.
+HAND_WIRED_STATEMENTS = sum(
+    len(statements(f"mlp_digits/{name}"))
+    for name in ("select_batch", "hidden_layer", "output_layer", "output_grad", "hidden_grad", "updates", "next_step")
+)
+GRADIENT_STATEMENTS = len(statements("mlp_gradient/step"))
 
 
 @dataclass(frozen=True)
@@ -150,6 +167,21 @@ def param_relations(params: Params) -> dict[str, dict[str, Array]]:
     }
 
 
+def parameter_table(params: Params) -> dict[str, Array]:
+    """The parameters as one table ``params(tensor, i, j, w)``, with the step counter as a row."""
+    parts = [
+        ("w1", matrix_relation(params["w1"], "i", "j", "w")),
+        ("b1", {"i": np.zeros(HIDDEN, dtype=int), "j": np.arange(HIDDEN), "w": params["b1"]}),
+        ("w2", matrix_relation(params["w2"], "i", "j", "w")),
+        ("b2", {"i": np.zeros(CLASSES, dtype=int), "j": np.arange(CLASSES), "w": params["b2"]}),
+        ("step", {"i": np.zeros(1, dtype=int), "j": np.zeros(1, dtype=int), "w": np.zeros(1)}),
+    ]
+    return {
+        "tensor": np.concatenate([np.full(len(part["w"]), name) for name, part in parts]),
+        **{column: np.concatenate([part[column] for _, part in parts]) for column in ("i", "j", "w")},
+    }
+
+
 def data_relations(split: Split, schedule: list[Array]) -> dict[str, dict[str, Array]]:
     return {
         "train_pixels": matrix_relation(split.train_x, "s", "i", "v"),
@@ -164,7 +196,7 @@ def data_relations(split: Split, schedule: list[Array]) -> dict[str, dict[str, A
 
 
 class SqlMlp:
-    """The network as relations in one ``AutogradContext``; each step is SQL only."""
+    """The network as relations in one ``AutogradContext``; each step is SQL only, its backward pass wired by hand."""
 
     def __init__(self, params: Params, split: Split, schedule: list[Array], lr: float) -> None:
         self.ctx = AutogradContext()
@@ -174,24 +206,24 @@ class SqlMlp:
 
     def step(self) -> float:
         """One gradient step on the batch of ``hyper.step``; returns the loss before it."""
-        self._execute("select_batch")
+        self._execute("mlp_digits/select_batch")
         loss = self._forward()["loss"]
-        self._execute("output_grad")
-        self._execute("hidden_grad")
-        self._execute("updates")
-        self._execute("next_step")
+        self._execute("mlp_digits/output_grad")
+        self._execute("mlp_digits/hidden_grad")
+        self._execute("mlp_digits/updates")
+        self._execute("mlp_digits/next_step")
         return loss
 
     def evaluate(self) -> tuple[float, float]:
         """(loss, accuracy) on the test set."""
-        self._execute("select_test_set")
+        self._execute("mlp_digits/select_test_set")
         metrics = self._forward()
         return metrics["loss"], metrics["accuracy"]
 
     def _forward(self) -> dict[str, float]:
         """Fills ``hidden`` and ``output`` from the batch; returns its loss and accuracy."""
-        self._execute("hidden_layer")
-        self._execute("output_layer")
+        self._execute("mlp_digits/hidden_layer")
+        self._execute("mlp_digits/output_layer")
         return self._row(statement("mlp_digits/metrics"))
 
     def params(self) -> Params:
@@ -203,8 +235,8 @@ class SqlMlp:
         return {"w1": w1, "b1": b1, "w2": w2, "b2": b2}
 
     def _execute(self, name: str) -> None:
-        """Every statement of ``sql/mlp_digits/<name>.sql``, in order."""
-        for sql in statements(f"mlp_digits/{name}"):
+        """Every statement of ``sql/<name>.sql``, in order."""
+        for sql in statements(name):
             # CREATE statements take effect when planned; collect() returns nothing for them.
             self.ctx.sql(sql).collect()
 
@@ -213,6 +245,33 @@ class SqlMlp:
 
     def _column(self, query: str, name: str) -> Array:
         return np.array(self.ctx.sql(query).to_pydict()[name])
+
+
+class GradientMlp(SqlMlp):
+    """The network as one parameter table; each step is one statement, its backward pass formed by ``gradient()``."""
+
+    def __init__(self, params: Params, split: Split, schedule: list[Array], lr: float) -> None:
+        super().__init__(params, split, schedule, lr)
+        self.ctx.register_record_batches("params", [[pa.RecordBatch.from_pydict(parameter_table(params))]])
+        self.loss = statement("mlp_gradient/loss")
+        quoted = "'" + self.loss.replace("'", "''") + "'"
+        self.statements = [text.replace("{loss}", quoted) for text in statements("mlp_gradient/step")]
+
+    def step(self) -> float:
+        """One gradient step on the batch of the step counter; returns the loss before it."""
+        loss = self._row(self.loss)["loss"]
+        for text in self.statements:
+            self.ctx.sql(text).collect()
+        return loss
+
+    def evaluate(self) -> tuple[float, float]:
+        """(loss, accuracy) on the test set, by the hand-wired forward pass on these weights."""
+        self._execute("mlp_gradient/weights")
+        return super().evaluate()
+
+    def params(self) -> Params:
+        self._execute("mlp_gradient/weights")
+        return super().params()
 
 
 class NumpyMlp:
@@ -272,31 +331,37 @@ class History:
 
 @dataclass
 class Run:
-    """Both trainings: histories, the step counts after which both were evaluated, final weights."""
+    """Every training: histories, the step counts after which all were evaluated, final weights."""
 
     sql: History = field(default_factory=History)
+    gradient: History = field(default_factory=History)
     numpy: History = field(default_factory=History)
     evaluated_after: list[int] = field(default_factory=list)
     sql_params: Params = field(default_factory=dict)
+    gradient_params: Params = field(default_factory=dict)
     numpy_params: Params = field(default_factory=dict)
 
 
 def train(config: Config, split: Split) -> Run:
-    """Trains the SQL and numpy networks side by side on the same batches.
+    """Trains the two SQL networks and the numpy network side by side on the same batches.
 
-    Both are evaluated on the test set before the first step, after every epoch
-    and after the last step.
+    All are evaluated on the test set before the first step, after every epoch
+    and after the last step. Each step runs the three in turn, so that their
+    timings see the same machine.
     """
     rng = np.random.default_rng(config.seed)
     params = init_params(rng)
     schedule = batch_schedule(rng, len(split.train_x), config)
     steps_per_epoch = -(-len(split.train_x) // config.batch_size)
     train_onehot = one_hot(split.train_y)
-    sql, reference = SqlMlp(params, split, schedule, config.lr), NumpyMlp(params, config.lr)
+    sql = SqlMlp(params, split, schedule, config.lr)
+    gradient = GradientMlp(params, split, schedule, config.lr)
+    reference = NumpyMlp(params, config.lr)
     run = Run()
 
     def evaluate(done: int) -> None:
         run.sql.record_evaluation(sql.evaluate())
+        run.gradient.record_evaluation(gradient.evaluate())
         run.numpy.record_evaluation(reference.evaluate(split.test_x, split.test_y))
         run.evaluated_after.append(done)
 
@@ -304,12 +369,13 @@ def train(config: Config, split: Split) -> Run:
     progress = tqdm(enumerate(schedule), total=len(schedule), desc="training in SQL", unit="step")
     for step, batch in progress:
         run.sql.record_step(*timed(sql.step))
+        run.gradient.record_step(*timed(gradient.step))
         run.numpy.record_step(*timed(reference.step, split.train_x[batch], train_onehot[batch]))
         done = step + 1
         if done % steps_per_epoch == 0 or done == len(schedule):
             evaluate(done)
             progress.set_postfix(loss=f"{run.sql.losses[-1]:.4f}", test_acc=f"{run.sql.test_accuracies[-1]:.3f}")
-    run.sql_params, run.numpy_params = sql.params(), reference.params
+    run.sql_params, run.gradient_params, run.numpy_params = sql.params(), gradient.params(), reference.params
     return run
 
 
@@ -320,12 +386,14 @@ def plot(run: Run, path: Path) -> None:
     losses, accuracy = figure.subplots(1, 2)
     # Step t's batch loss is measured at the weights after t updates, like an evaluation after t.
     steps = np.arange(len(sql.losses))
-    losses.plot(steps, sql.losses, label="SQL: batch loss", linewidth=1.5)
+    losses.plot(steps, sql.losses, label="SQL, hand-wired: batch loss", linewidth=1.5)
+    losses.plot(steps, run.gradient.losses, ":", label="SQL, gradient(): batch loss", linewidth=1.5)
     losses.plot(steps, reference.losses, "--", label="numpy: batch loss", linewidth=1)
     losses.plot(evaluated, sql.test_losses, "o-", label="SQL: test loss", markersize=3)
     losses.set(xlabel="updates done", ylabel="cross-entropy", yscale="log", title="Loss")
     losses.legend()
-    accuracy.plot(evaluated, sql.test_accuracies, "o-", label="SQL", markersize=3)
+    accuracy.plot(evaluated, sql.test_accuracies, "o-", label="SQL, hand-wired", markersize=3)
+    accuracy.plot(evaluated, run.gradient.test_accuracies, "s:", label="SQL, gradient()", markersize=3)
     accuracy.plot(evaluated, reference.test_accuracies, "x--", label="numpy", markersize=5)
     accuracy.set(xlabel="updates done", ylabel="test accuracy", ylim=(0, 1), title="Test accuracy")
     accuracy.legend(loc="lower right")
@@ -335,21 +403,25 @@ def plot(run: Run, path: Path) -> None:
 
 
 def check_agreement(run: Run) -> dict[str, float]:
-    """The SQL run is the numpy run: losses at every step and evaluation, and final weights.
+    """Both SQL runs are the numpy run: losses at every step and evaluation, and final weights.
 
-    Returns the largest relative differences, each checked against ``compare.RTOL``;
-    the test accuracies must be equal.
+    Returns the largest relative differences over both, each checked against
+    ``compare.RTOL``; the test accuracies must be equal.
     """
-    sql, reference = run.sql, run.numpy
-    np.testing.assert_array_equal(sql.test_accuracies, reference.test_accuracies)
-    weights = max(
-        max_difference_relative_to_largest(run.sql_params[name], want) for name, want in run.numpy_params.items()
-    )
-    return {
-        "max_rel_loss_diff": check("batch loss", max_relative_difference(sql.losses, reference.losses)),
-        "max_rel_test_loss_diff": check("test loss", max_relative_difference(sql.test_losses, reference.test_losses)),
-        "max_rel_param_diff": check("final weights", weights),
-    }
+    differences = {"max_rel_loss_diff": 0.0, "max_rel_test_loss_diff": 0.0, "max_rel_param_diff": 0.0}
+    reference = run.numpy
+    for name, history, params in (("hand-wired", run.sql, run.sql_params), ("gradient()", run.gradient, run.gradient_params)):
+        np.testing.assert_array_equal(history.test_accuracies, reference.test_accuracies)
+        weights = max(max_difference_relative_to_largest(params[key], want) for key, want in run.numpy_params.items())
+        found = {
+            "max_rel_loss_diff": check(f"{name} batch loss", max_relative_difference(history.losses, reference.losses)),
+            "max_rel_test_loss_diff": check(
+                f"{name} test loss", max_relative_difference(history.test_losses, reference.test_losses)
+            ),
+            "max_rel_param_diff": check(f"{name} final weights", weights),
+        }
+        differences = {key: max(value, found[key]) for key, value in differences.items()}
+    return differences
 
 
 def report(config: Config, result: dict) -> None:
@@ -369,8 +441,10 @@ def report(config: Config, result: dict) -> None:
         f"({result['test_samples']} held-out images)"
     )
     print(
-        f"time per step: SQL {1e3 * result['sql_step_seconds']:.1f} ms, "
-        f"numpy {1e3 * result['numpy_step_seconds']:.3f} ms"
+        f"time per step: SQL hand-wired {1e3 * result['sql_step_seconds']:.1f} ms "
+        f"({result['hand_wired_statements']} statements), "
+        f"SQL gradient() {1e3 * result['gradient_step_seconds']:.1f} ms "
+        f"({result['gradient_statements']} statement), numpy {1e3 * result['numpy_step_seconds']:.3f} ms"
     )
     print(f"curves: {result['png']}")
 
@@ -398,6 +472,13 @@ def main(quick: bool = False, out: Path | None = None) -> dict:
         "test_samples": len(split.test_y),
         **differences,
         "sql_step_seconds": float(np.mean(sql.step_seconds)),
+        "gradient_losses": np.array(run.gradient.losses),
+        "gradient_test_losses": np.array(run.gradient.test_losses),
+        "gradient_test_accuracies": np.array(run.gradient.test_accuracies),
+        "gradient_step_seconds": float(np.mean(run.gradient.step_seconds)),
+        "gradient_test_accuracy": run.gradient.test_accuracies[-1],
+        "hand_wired_statements": HAND_WIRED_STATEMENTS,
+        "gradient_statements": GRADIENT_STATEMENTS,
         "numpy_step_seconds": float(np.mean(reference.step_seconds)),
         "wall_seconds": wall_seconds,
         "png": png,

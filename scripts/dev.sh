@@ -14,7 +14,21 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/datafusion-autograd/target}"
 venv=.venv
 
+# The PostgreSQL server programs the tests start a throwaway cluster with
+# (tests/throwaway_postgres.py): on PATH or in Debian's versioned directory.
+has_postgres_server() {
+    command -v initdb >/dev/null && command -v pg_ctl >/dev/null && return 0
+    compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null
+}
+
 setup() {
+    if ! has_postgres_server; then
+        echo "installing PostgreSQL (Debian package postgresql) for the tests" >&2
+        sudo=""
+        if [ "$(id -u)" -ne 0 ]; then sudo=sudo; fi
+        $sudo apt-get update
+        $sudo apt-get install -y postgresql
+    fi
     cargo fetch --locked
     if [ ! -x "$venv/bin/python" ]; then
         python3 -m venv "$venv"

@@ -1,13 +1,18 @@
-"""Shared fixtures: a registered context over real tables, and result readers."""
+"""Shared fixtures: a registered context over real tables, a PostgreSQL
+server, and result readers."""
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
+import psycopg
 import pyarrow as pa
 import pytest
 from datafusion import SessionContext
 
 import datafusion_autograd
+from throwaway_postgres import throwaway_cluster
 
 
 @pytest.fixture
@@ -24,6 +29,14 @@ def points(ctx: SessionContext) -> dict[str, np.ndarray]:
     data = {"id": np.arange(40), "x": x, "y": y}
     ctx.register_record_batches("points", [[pa.RecordBatch.from_pydict(data)]])
     return data
+
+
+@pytest.fixture(scope="session")
+def postgresql() -> Iterator[psycopg.Connection]:
+    """A connection to a PostgreSQL server started for this test session in a
+    temporary directory, and stopped at its end whatever the outcome."""
+    with throwaway_cluster() as dsn, psycopg.connect(dsn, autocommit=True) as connection:
+        yield connection
 
 
 def column(ctx: SessionContext, sql: str, name: str | None = None) -> np.ndarray:

@@ -16,6 +16,7 @@ import pytest
 
 from benchmarks import fit, mlp_digits
 from benchmarks.compare import RTOL
+from benchmarks.sql import statements
 
 
 @pytest.fixture(scope="module")
@@ -80,18 +81,29 @@ def test_fit_reference_gradient_matches_finite_differences(name: str) -> None:
 # --- mlp_digits.py ----------------------------------------------------------------------------
 
 
-def test_mlp_loss_equals_numpy_at_every_step(training: dict) -> None:
+@pytest.mark.parametrize("network", ["sql", "gradient"])
+def test_mlp_loss_equals_numpy_at_every_step(training: dict, network: str) -> None:
     assert training["steps"] == mlp_digits.QUICK.max_steps
-    assert len(training["sql_losses"]) == len(training["numpy_losses"]) == training["steps"]
-    np.testing.assert_allclose(training["sql_losses"], training["numpy_losses"], rtol=RTOL, atol=0)
+    assert len(training[f"{network}_losses"]) == len(training["numpy_losses"]) == training["steps"]
+    np.testing.assert_allclose(training[f"{network}_losses"], training["numpy_losses"], rtol=RTOL, atol=0)
     assert training["max_rel_loss_diff"] <= RTOL
 
 
-def test_mlp_test_metrics_and_weights_equal_numpy(training: dict) -> None:
+@pytest.mark.parametrize("network", ["sql", "gradient"])
+def test_mlp_test_metrics_and_weights_equal_numpy(training: dict, network: str) -> None:
     assert training["evaluated_after"] == [0, training["steps"]]
-    np.testing.assert_allclose(training["sql_test_losses"], training["numpy_test_losses"], rtol=RTOL, atol=0)
-    np.testing.assert_array_equal(training["sql_test_accuracies"], training["numpy_test_accuracies"])
+    np.testing.assert_allclose(training[f"{network}_test_losses"], training["numpy_test_losses"], rtol=RTOL, atol=0)
+    np.testing.assert_array_equal(training[f"{network}_test_accuracies"], training["numpy_test_accuracies"])
     assert training["max_rel_param_diff"] <= RTOL
+
+
+def test_mlp_trained_by_gradient_writes_no_derivative() -> None:
+    """The gradient() network's SQL is the forward pass and one statement per step."""
+    sql = "\n".join(statements("mlp_gradient/loss") + statements("mlp_gradient/step"))
+    assert "gradient(" in sql
+    for marker in ("grad(", "jvp(", "vjp("):
+        assert marker not in sql.replace("gradient(", "")
+    assert mlp_digits.GRADIENT_STATEMENTS == 1
 
 
 def test_mlp_training_reduces_the_loss(training: dict) -> None:
@@ -102,6 +114,7 @@ def test_mlp_training_reduces_the_loss(training: dict) -> None:
 
 def test_mlp_reports_step_times(training: dict) -> None:
     assert training["sql_step_seconds"] > 0
+    assert training["gradient_step_seconds"] > 0
     assert training["numpy_step_seconds"] > 0
 
 

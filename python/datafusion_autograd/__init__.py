@@ -10,6 +10,13 @@ lists, aggregates (``AVG(grad(loss, w))`` is a gradient), recursive CTEs,
 >>> ctx = datafusion_autograd.register(SessionContext())
 >>> ctx.sql("SELECT grad(x * x * x, x) AS d FROM (VALUES (2.0)) AS t(x)").to_pydict()
 {'d': [12.0]}
+
+``differentiate`` writes a derivative as SQL text for DataFusion, DuckDB,
+PostgreSQL or SQLite (``dialects``); ``python -m datafusion_autograd
+differentiate EXPR COLUMN`` does the same from the command line (``__main__``).
+
+>>> datafusion_autograd.differentiate("x * x * y", "x", dialect="sqlite")
+'`y` * (`x` + `x`)'
 """
 
 from datafusion_autograd._native import (
@@ -17,17 +24,20 @@ from datafusion_autograd._native import (
     GradUDF,
     JvpUDF,
     VjpUDF,
-    differentiate,
+    primitives,
     rewrite_sql,
 )
 from datafusion_autograd.context import AutogradContext, forwards_simplify, register
+from datafusion_autograd.dialects import DIALECTS, Dialect, differentiate
 from datafusion_autograd.expr import grad, jvp, vjp
 from datafusion_autograd.relational import gradient
 from datafusion_autograd.udfs import grad_udf, jvp_udf, vjp_udf
 
 __all__ = [
+    "DIALECTS",
     "AutogradContext",
     "AutogradError",
+    "Dialect",
     "GradUDF",
     "JvpUDF",
     "VjpUDF",
@@ -38,6 +48,7 @@ __all__ = [
     "gradient",
     "jvp",
     "jvp_udf",
+    "primitives",
     "register",
     "rewrite_sql",
     "vjp",

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, TypeVar
+from typing import Any, Optional, TypeVar
 
 from datafusion import SessionContext
 
 from datafusion_autograd._native import NOT_SIMPLIFIED, rewrite_sql
-from datafusion_autograd.tables import table_schemas
+from datafusion_autograd.run import run
+from datafusion_autograd.tables import catalog
 from datafusion_autograd.udfs import MARKERS
 
 Context = TypeVar("Context", bound=SessionContext)
@@ -37,7 +38,7 @@ def forwards_simplify(ctx: SessionContext) -> bool:
         raise
 
 
-def register(ctx: Context) -> Context:
+def register(ctx: Context, *, max_derivative_nodes: Optional[int] = None) -> Context:
     """Registers ``grad``, ``jvp`` and ``vjp`` on ``ctx``, makes its SQL
     understand them and ``gradient(…)``, and returns it.
 
@@ -46,9 +47,13 @@ def register(ctx: Context) -> Context:
     ``datafusion`` 54 never calls the markers' ``simplify``; see
     ``forwards_simplify``) and every ``gradient('<loss query>',
     '<table>.<column>')`` by the query that computes it, planned over the
-    schemas of ``ctx``'s tables. The wrapper calls ``ctx``'s own ``sql``, so
+    relations of ``ctx`` (tables by schema, views by query). The wrapper calls ``ctx``'s own ``sql``, so
     subclasses keep their result type (``xarray_sql.XarrayContext`` returns
     its own DataFrame). Calling it twice is harmless.
+
+    ``max_derivative_nodes`` bounds the size of every derivative formed (the
+    default is ``AutogradOptions``' 100,000 expression nodes): past it,
+    forming one is an error that names both numbers.
 
     >>> from datafusion import SessionContext
     >>> ctx = register(SessionContext())
@@ -61,18 +66,18 @@ def register(ctx: Context) -> Context:
     for udf in MARKERS:
         ctx.register_udf(udf)
     if not getattr(ctx.sql, "_differentiates", False):
-        ctx.sql = _differentiating(ctx)
+        ctx.sql = _differentiating(ctx, max_derivative_nodes)
     return ctx
 
 
-def _differentiating(ctx: SessionContext) -> Any:
+def _differentiating(ctx: SessionContext, max_derivative_nodes: Optional[int]) -> Any:
     """``ctx.sql`` with markers and ``gradient`` calls rewritten first."""
     sql = ctx.sql
-    schemas = table_schemas(ctx)
+    relations = catalog(ctx)
 
     @functools.wraps(sql)
     def differentiating_sql(query: str, *args: Any, **kwargs: Any) -> Any:
-        return sql(rewrite_sql(query, schemas), *args, **kwargs)
+        return run(ctx, sql, rewrite_sql(query, relations, max_derivative_nodes), *args, **kwargs)
 
     differentiating_sql._differentiates = True  # type: ignore[attr-defined]
     return differentiating_sql

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Callable, TypeVar, Union
 
 from datafusion import Expr, col, lit
+from datafusion.common import RexType
 
 from datafusion_autograd import _native
 
@@ -68,7 +69,39 @@ def vjp(expr: Expr, wrt: Column, cotangent: Operand) -> Expr:
     return _derivative("vjp", expr, wrt, cotangent)
 
 
+# Each call level of an expression is about two nested protobuf messages.
+MAX_DEPTH = _native.HOST_NESTING // 2
+
+
 def _derivative(marker: str, expr: Expr, wrt: Column, *operands: Operand) -> Expr:
     args = [expr, col(wrt) if isinstance(wrt, str) else wrt]
     args += [operand if isinstance(operand, Expr) else lit(operand) for operand in operands]
+    for arg in args:
+        depth = nesting(arg, MAX_DEPTH)
+        if depth > MAX_DEPTH:
+            # Checked before Expr.to_bytes, which overflows the stack on deep enough input.
+            raise _native.AutogradError(
+                f"the expression nests more than {MAX_DEPTH} calls deep (found at least {depth}); the "
+                f"DataFrame API passes expressions through datafusion's protobuf decoder, which reads at "
+                f"most {_native.HOST_NESTING} nested messages (about {MAX_DEPTH} calls): write it in SQL"
+            )
     return Expr.from_bytes(_native.derivative(marker, [arg.to_bytes() for arg in args]))
+
+
+def nesting(expr: Expr, limit: int) -> int:
+    """How many calls deep ``expr`` nests, counting no further than ``limit + 1``.
+
+    Iterative, so that no depth of input can exhaust the stack.
+
+    >>> from datafusion import col, functions as f
+    >>> nesting(f.sin(f.cos(col("x"))) + col("y"), 10)
+    4
+    """
+    deepest, pending = 0, [(expr, 1)]
+    while pending and deepest <= limit:
+        current, depth = pending.pop()
+        deepest = max(deepest, depth)
+        if current.rex_type() in (RexType.Literal, RexType.Reference):
+            continue
+        pending.extend((operand, depth + 1) for operand in current.rex_call_operands())
+    return deepest

@@ -1,27 +1,39 @@
-"""The schemas of a context's tables, for planning a loss query in Rust."""
+"""A context's tables and views by name, for planning a loss query in Rust."""
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import pyarrow as pa
 from datafusion import SessionContext
+from datafusion.unparser import Dialect, Unparser
 
-TableSchemas = Callable[[str], Optional[pa.Schema]]
+Relation = Union[pa.Schema, str]
+Catalog = Callable[[str], Optional[Relation]]
 
 
-def table_schemas(ctx: SessionContext) -> TableSchemas:
-    """A function from a table's name, as a query writes it, to its schema (None if absent).
+def catalog(ctx: SessionContext) -> Catalog:
+    """A function from a relation's name, as a query writes it, to a table's
+    schema or a view's defining query (None if there is no such relation).
+
+    A view is given as its query so that the engine sees what it reads.
 
     >>> import pyarrow as pa
     >>> ctx = SessionContext()
     >>> ctx.register_record_batches("w", [[pa.RecordBatch.from_pydict({"w": [1.0]})]])
-    >>> schemas = table_schemas(ctx)
-    >>> schemas("w"), schemas("missing")
+    >>> _ = ctx.sql("CREATE VIEW doubled AS SELECT w * 2 AS w2 FROM w").collect()
+    >>> relations = catalog(ctx)
+    >>> relations("w"), relations("missing")
     (w: double, None)
+    >>> relations("doubled")
+    'SELECT * FROM (SELECT (w.w * CAST(2 AS DOUBLE)) AS w2 FROM w) AS doubled'
     """
 
-    def schema(name: str) -> Optional[pa.Schema]:
-        return ctx.table(name).schema() if ctx.table_exist(name) else None
+    def relation(name: str) -> Optional[Relation]:
+        if not ctx.table_exist(name):
+            return None
+        if ctx.table_provider(name).kind == "view":
+            return str(Unparser(Dialect.default()).plan_to_sql(ctx.table(name).logical_plan()))
+        return ctx.table(name).schema()
 
-    return schema
+    return relation

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use datafusion::prelude::SessionContext;
 use datafusion_expr::ScalarUDF;
 
+use crate::options::AutogradOptions;
 use crate::relational::GradientFunction;
 use crate::udf::udfs;
 
@@ -17,8 +18,8 @@ pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
         .collect()
 }
 
-/// Registers `grad`, `jvp` and `vjp`, and the table function `gradient`,
-/// on `ctx`.
+/// Registers `grad`, `jvp` and `vjp`, the table function `gradient`, and the
+/// options `autograd.*` ([`AutogradOptions`]) on `ctx`.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -31,6 +32,14 @@ pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
 /// # });
 /// ```
 pub fn register(ctx: &SessionContext) {
+    crate::stack::ensure_recursion_room();
+    let state = ctx.state_ref();
+    let mut state = state.write();
+    let options = state.config_mut().options_mut();
+    if options.extensions.get::<AutogradOptions>().is_none() {
+        options.extensions.insert(AutogradOptions::default());
+    }
+    drop(state);
     for udf in udfs() {
         ctx.register_udf(udf.as_ref().clone());
     }

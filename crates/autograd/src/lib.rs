@@ -36,24 +36,27 @@
 //! | `marker` | what a marker means: [`Derivative`], [`expand_markers`], [`differentiate`], [`linearize()`] |
 //! | `udf` | the markers as scalar UDFs, and [`expr_fn`] |
 //! | `functions` | [`register`] and [`scalar_functions`] |
-//! | `sql` | SQL text: [`differentiate_sql`], and [`rewrite_sql`] for hosts that never call `simplify` |
+//! | `sql` | SQL text: [`differentiate_sql`] for DataFusion and other engines ([`Dialect`]), and [`rewrite_sql`] for hosts that never call `simplify` |
 
 mod condition;
 mod functions;
 mod linearize;
 mod marker;
+mod options;
 mod reals;
 pub mod relational;
 mod rules;
 mod sql;
+mod stack;
 mod tangent;
 mod udf;
 
 pub use functions::{register, scalar_functions};
 pub use marker::{differentiate, expand_markers, linearize, Derivative};
+pub use options::AutogradOptions;
 pub use reals::ColumnTypes;
 pub use rules::primitives;
-pub use sql::bridge::rewrite_sql;
-pub use sql::plan::TableSchemas;
-pub use sql::{differentiate_sql, plan_to_sql};
+pub use sql::bridge::{rewrite_sql, Rewritten};
+pub use sql::plan::{Catalog, Relation};
+pub use sql::{differentiate_sql, plan_to_sql, Dialect};
 pub use udf::{expr_fn, grad_udf, jvp_udf, udf, udfs, vjp_udf, DerivativeUdf, NOT_SIMPLIFIED};

@@ -10,7 +10,7 @@
 
 use datafusion_common::arrow::datatypes::DataType;
 use datafusion_common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion_common::{not_impl_err, Column, Result, TableReference};
+use datafusion_common::{not_impl_err, plan_err, Column, Result, TableReference};
 use datafusion_expr::expr::{Case, Cast, TryCast};
 use datafusion_expr::Expr;
 
@@ -22,16 +22,33 @@ use crate::tangent::{choice, Tangent};
 /// expanded and columns read as real numbers (see [`crate::marker`]).
 pub(crate) struct Linearizer<'a> {
     seeds: &'a [(Column, Expr)],
+    max_nodes: usize,
 }
 
 impl<'a> Linearizer<'a> {
-    pub(crate) fn new(seeds: &'a [(Column, Expr)]) -> Self {
-        Self { seeds }
+    /// Differentiation along `seeds` of derivatives no larger than `max_nodes`.
+    pub(crate) fn new(seeds: &'a [(Column, Expr)], max_nodes: usize) -> Self {
+        Self { seeds, max_nodes }
     }
 
     /// The tangent of `expr`: `Σ ∂expr/∂column · tangent` over the seeds.
+    /// An error as soon as a tangent grows past the size limit.
     #[recursive::recursive]
     pub(crate) fn tangent(&self, expr: &Expr) -> Result<Tangent> {
+        let tangent = self.tangent_unchecked(expr)?;
+        if tangent.nodes() > self.max_nodes {
+            return plan_err!(
+                "the derivative grows to {} expression nodes, past the limit of {} \
+                 (autograd.max_derivative_nodes), at `{}`",
+                tangent.nodes(),
+                self.max_nodes,
+                abbreviated(expr)
+            );
+        }
+        Ok(tangent)
+    }
+
+    fn tangent_unchecked(&self, expr: &Expr) -> Result<Tangent> {
         match expr {
             Expr::Column(c) | Expr::OuterReferenceColumn(_, c) => Ok(self.seed(c)),
             Expr::Literal(..) | Expr::ScalarVariable(..) | Expr::Placeholder(_) => {
@@ -156,4 +173,15 @@ fn same_column(a: &Column, b: &Column) -> bool {
 
 fn is_bare(r: &TableReference) -> bool {
     matches!(r, TableReference::Bare { .. })
+}
+
+/// `expr`'s outermost operation, for an error message: the expression itself
+/// may be too large, or too deep, to print whole.
+fn abbreviated(expr: &Expr) -> String {
+    match expr {
+        Expr::ScalarFunction(f) => format!("{}(…)", f.func.name()),
+        Expr::BinaryExpr(b) => format!("… {} …", b.op),
+        Expr::Negative(_) => "-(…)".to_string(),
+        other => other.variant_name().to_string(),
+    }
 }

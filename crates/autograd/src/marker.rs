@@ -10,7 +10,9 @@ use datafusion_optimizer::analyzer::type_coercion::TypeCoercionRewriter;
 
 use crate::condition::is_condition;
 use crate::linearize::Linearizer;
+use crate::options::AutogradOptions;
 use crate::reals::{as_real, ColumnTypes};
+use crate::stack::with_room_for;
 use crate::tangent::Tangent;
 
 /// One line per marker, the single source of the Rust docs, the Python
@@ -124,7 +126,25 @@ impl Derivative {
     /// marker's own arguments. Markers inside the arguments are expanded
     /// first. With a schema, the result is type-coerced and DOUBLE, ready to
     /// replace the call in a plan.
-    pub fn expand(self, args: &[Expr], types: ColumnTypes) -> Result<Expr> {
+    pub fn expand(
+        self,
+        args: &[Expr],
+        types: ColumnTypes,
+        options: &AutogradOptions,
+    ) -> Result<Expr> {
+        let mut deepest = 0;
+        for arg in args {
+            deepest = deepest.max(options.check_depth(arg)?);
+        }
+        with_room_for(deepest, || self.expand_here(args, types, options))
+    }
+
+    fn expand_here(
+        self,
+        args: &[Expr],
+        types: ColumnTypes,
+        options: &AutogradOptions,
+    ) -> Result<Expr> {
         self.check_arity(args.len())?;
         let Some(wrt) = column_of(&args[1]) else {
             return plan_err!(
@@ -135,14 +155,14 @@ impl Derivative {
         };
         let args = args
             .iter()
-            .map(|a| expand_markers(a.clone(), types))
+            .map(|a| expand_markers(a.clone(), types, options))
             .collect::<Result<Vec<_>>>()?;
         let (tangent, cotangent) = match self {
             Derivative::Grad => (lit(1.0_f64), None),
             Derivative::Jvp => (args[2].clone(), None),
             Derivative::Vjp => (lit(1.0_f64), Some(args[2].clone())),
         };
-        let derivative = directional(&args[0], wrt, tangent, types)?;
+        let derivative = directional(&args[0], wrt, tangent, types, options)?;
         let derivative = match cotangent {
             Some(cotangent) => derivative.times(cotangent),
             None => derivative,
@@ -158,9 +178,10 @@ pub(crate) fn pullback(
     wrt: &Column,
     cotangent: Expr,
     schema: &DFSchema,
+    options: &AutogradOptions,
 ) -> Result<Option<Expr>> {
     let types = ColumnTypes::Schema(schema);
-    let derivative = directional(expr, wrt.clone(), lit(1.0_f64), types)?;
+    let derivative = directional(expr, wrt.clone(), lit(1.0_f64), types, options)?;
     if derivative.is_zero() {
         return Ok(None);
     }
@@ -169,9 +190,15 @@ pub(crate) fn pullback(
 }
 
 /// `∂expr/∂wrt · tangent`, with `expr` free of markers.
-fn directional(expr: &Expr, wrt: Column, tangent: Expr, types: ColumnTypes) -> Result<Tangent> {
+fn directional(
+    expr: &Expr,
+    wrt: Column,
+    tangent: Expr,
+    types: ColumnTypes,
+    options: &AutogradOptions,
+) -> Result<Tangent> {
     let expr = as_real(expr.clone().unalias_nested().data, types)?;
-    Linearizer::new(&[(wrt, tangent)]).tangent(&expr)
+    Linearizer::new(&[(wrt, tangent)], options.max_derivative_nodes).tangent(&expr)
 }
 
 /// `derivative`, computed from `inputs`, typed for the plan it goes into.
@@ -188,10 +215,10 @@ fn typed(derivative: Expr, inputs: &[Expr], types: ColumnTypes) -> Result<Expr> 
 }
 
 /// Replaces every marker call inside `expr` by its derivative, innermost first.
-pub fn expand_markers(expr: Expr, types: ColumnTypes) -> Result<Expr> {
+pub fn expand_markers(expr: Expr, types: ColumnTypes, options: &AutogradOptions) -> Result<Expr> {
     expr.transform_up(|e| match &e {
         Expr::ScalarFunction(f) => match Derivative::from_name(f.func.name()) {
-            Some(d) => Ok(Transformed::yes(d.expand(&f.args, types)?)),
+            Some(d) => Ok(Transformed::yes(d.expand(&f.args, types, options)?)),
             None => Ok(Transformed::no(e)),
         },
         _ => Ok(Transformed::no(e)),
@@ -233,10 +260,15 @@ pub fn differentiate(expr: &Expr, wrt: &Column) -> Result<Expr> {
 /// assert_eq!(d, col("y") * col("dx") + col("x") * col("dy"));
 /// ```
 pub fn linearize(expr: &Expr, seeds: &[(Column, Expr)]) -> Result<Expr> {
-    let expr = expand_markers(expr.clone(), ColumnTypes::Real)?
-        .unalias_nested()
-        .data;
-    Ok(Linearizer::new(seeds).tangent(&expr)?.into_expr())
+    let options = AutogradOptions::default();
+    let depth = options.check_depth(expr)?;
+    with_room_for(depth, || {
+        let expr = expand_markers(expr.clone(), ColumnTypes::Real, &options)?
+            .unalias_nested()
+            .data;
+        let linearizer = Linearizer::new(seeds, options.max_derivative_nodes);
+        Ok(linearizer.tangent(&expr)?.into_expr())
+    })
 }
 
 /// The column a `wrt` argument names, looking through casts the planner added.

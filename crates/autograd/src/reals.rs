@@ -69,7 +69,9 @@ fn real(expr: Expr, types: ColumnTypes) -> Result<Expr> {
             }
             Ok(Expr::Case(case))
         }
-        e if computes(&e) => Ok(e.map_children(|child| real(child, types).map(Transformed::yes))?.data),
+        e if computes(&e) => Ok(e
+            .map_children(|child| real(child, types).map(Transformed::yes))?
+            .data),
         e => Ok(e),
     }
 }

@@ -3,8 +3,11 @@
 //! A [`Tangent`] is the directional derivative of one subexpression. Its zero
 //! is symbolic (like JAX's `Zero`): a subexpression that does not depend on a
 //! seeded column never builds an expression, and multiplying by one or adding
-//! zero never shows up in the output.
+//! zero never shows up in the output. A tangent knows its size in expression
+//! nodes, kept up to date as tangents combine, so that the engine can stop a
+//! derivative that grows past its limit as soon as it does.
 
+use datafusion_common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion_common::ScalarValue;
 use datafusion_expr::expr::Case;
 use datafusion_expr::{lit, Expr};
@@ -14,8 +17,8 @@ use datafusion_expr::{lit, Expr};
 pub enum Tangent {
     /// Structurally zero: the subexpression does not depend on any seed.
     Zero,
-    /// A tangent that may be non-zero.
-    Expr(Expr),
+    /// A tangent that may be non-zero, and its number of expression nodes.
+    Expr(Expr, usize),
 }
 
 impl Tangent {
@@ -24,7 +27,8 @@ impl Tangent {
         if as_number(&expr) == Some(0.0) {
             Tangent::Zero
         } else {
-            Tangent::Expr(expr)
+            let size = nodes(&expr);
+            Tangent::Expr(expr, size)
         }
     }
 
@@ -32,17 +36,25 @@ impl Tangent {
         matches!(self, Tangent::Zero)
     }
 
+    /// The number of expression nodes the tangent holds.
+    pub fn nodes(&self) -> usize {
+        match self {
+            Tangent::Zero => 1,
+            Tangent::Expr(_, size) => *size,
+        }
+    }
+
     /// The tangent as an expression; zero becomes the literal `0.0`.
     pub fn into_expr(self) -> Expr {
         match self {
             Tangent::Zero => lit(0.0_f64),
-            Tangent::Expr(e) => e,
+            Tangent::Expr(e, _) => e,
         }
     }
 
     /// `factor · self`: the chain rule's step through one partial derivative.
     pub fn times(&self, factor: Expr) -> Tangent {
-        let Tangent::Expr(t) = self else {
+        let Tangent::Expr(t, size) = self else {
             return Tangent::Zero;
         };
         match (as_number(&factor), as_number(t)) {
@@ -50,21 +62,27 @@ impl Tangent {
             (Some(0.0), _) => Tangent::Zero,
             (Some(1.0), _) => self.clone(),
             (Some(-1.0), _) => self.neg(),
-            (_, Some(1.0)) => Tangent::Expr(factor),
-            (_, Some(-1.0)) => Tangent::Expr(negate(factor)),
-            _ => Tangent::Expr(factor * t.clone()),
+            (_, Some(1.0)) => Tangent::new(factor),
+            (_, Some(-1.0)) => Tangent::new(negate(factor)),
+            _ => {
+                let factor_size = nodes(&factor);
+                Tangent::Expr(factor * t.clone(), factor_size + size + 1)
+            }
         }
     }
 
     /// `self / divisor`.
     pub fn over(&self, divisor: Expr) -> Tangent {
-        let Tangent::Expr(t) = self else {
+        let Tangent::Expr(t, size) = self else {
             return Tangent::Zero;
         };
         match (as_number(t), as_number(&divisor)) {
             (_, Some(1.0)) => self.clone(),
             (Some(a), Some(b)) if b != 0.0 => Tangent::new(lit(a / b)),
-            _ => Tangent::Expr(t.clone() / divisor),
+            _ => {
+                let divisor_size = nodes(&divisor);
+                Tangent::Expr(t.clone() / divisor, size + divisor_size + 1)
+            }
         }
     }
 
@@ -72,9 +90,9 @@ impl Tangent {
     pub fn plus(&self, other: &Tangent) -> Tangent {
         match (self, other) {
             (Tangent::Zero, t) | (t, Tangent::Zero) => t.clone(),
-            (Tangent::Expr(a), Tangent::Expr(b)) => match (as_number(a), as_number(b)) {
+            (Tangent::Expr(a, m), Tangent::Expr(b, n)) => match (as_number(a), as_number(b)) {
                 (Some(x), Some(y)) => Tangent::new(lit(x + y)),
-                _ => Tangent::Expr(a.clone() + b.clone()),
+                _ => Tangent::Expr(a.clone() + b.clone(), m + n + 1),
             },
         }
     }
@@ -84,9 +102,9 @@ impl Tangent {
         match (self, other) {
             (t, Tangent::Zero) => t.clone(),
             (Tangent::Zero, t) => t.neg(),
-            (Tangent::Expr(a), Tangent::Expr(b)) => match (as_number(a), as_number(b)) {
+            (Tangent::Expr(a, m), Tangent::Expr(b, n)) => match (as_number(a), as_number(b)) {
                 (Some(x), Some(y)) => Tangent::new(lit(x - y)),
-                _ => Tangent::Expr(a.clone() - b.clone()),
+                _ => Tangent::Expr(a.clone() - b.clone(), m + n + 1),
             },
         }
     }
@@ -95,7 +113,15 @@ impl Tangent {
     pub fn neg(&self) -> Tangent {
         match self {
             Tangent::Zero => Tangent::Zero,
-            Tangent::Expr(e) => Tangent::Expr(negate(e.clone())),
+            Tangent::Expr(e, size) => {
+                let negated = negate(e.clone());
+                let size = match &negated {
+                    Expr::Negative(_) => size + 1,
+                    Expr::Literal(..) => 1,
+                    _ => size - 1,
+                };
+                Tangent::Expr(negated, size)
+            }
         }
     }
 }
@@ -114,14 +140,36 @@ pub fn choice(
     if all_zero {
         return Tangent::Zero;
     }
-    Tangent::Expr(Expr::Case(Case {
+    let size = 1
+        + base.as_deref().map_or(0, nodes)
+        + branches
+            .iter()
+            .map(|(w, t)| nodes(w) + t.nodes())
+            .sum::<usize>()
+        + otherwise.as_ref().map_or(0, Tangent::nodes);
+    let case = Expr::Case(Case {
         expr: base,
         when_then_expr: branches
             .into_iter()
             .map(|(when, t)| (Box::new(when), Box::new(t.into_expr())))
             .collect(),
         else_expr: otherwise.map(|t| Box::new(t.into_expr())),
-    }))
+    });
+    Tangent::Expr(case, size)
+}
+
+/// The number of nodes of `expr`, counted without recursion.
+pub fn nodes(expr: &Expr) -> usize {
+    let mut count = 0;
+    let mut pending = vec![expr];
+    while let Some(current) = pending.pop() {
+        count += 1;
+        let _ = current.apply_children(|child| {
+            pending.push(child);
+            Ok(TreeNodeRecursion::Continue)
+        });
+    }
+    count
 }
 
 /// `-e`, folding literals and double negation.

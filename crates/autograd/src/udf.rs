@@ -13,10 +13,11 @@ use datafusion_common::{exec_err, plan_err, Result};
 use datafusion_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion_expr::{
     ColumnarValue, DocSection, Documentation, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl,
-    Signature, Volatility,
+    Signature, TypeSignature, Volatility,
 };
 
 use crate::marker::Derivative;
+use crate::options::AutogradOptions;
 use crate::reals::ColumnTypes;
 
 /// The words every marker's error contains when it reaches execution, because
@@ -66,7 +67,7 @@ impl DerivativeUdf {
         }
         Self {
             derivative,
-            signature: Signature::user_defined(Volatility::Immutable),
+            signature: signature(derivative),
             documentation: documentation.build(),
         }
     }
@@ -74,6 +75,20 @@ impl DerivativeUdf {
     pub fn derivative(&self) -> Derivative {
         self.derivative
     }
+}
+
+/// The markers' signature: user-defined, so that the arguments keep the types
+/// they are written with (see [`DerivativeUdf::coerce_types`]), and one DOUBLE
+/// argument list besides. That list is never chosen over the user-defined arm,
+/// which accepts every call; it is there because `information_schema`, and
+/// `SHOW FUNCTIONS` with it, lists a function's parameters only from argument
+/// types its signature spells out.
+fn signature(derivative: Derivative) -> Signature {
+    let doubles = vec![DataType::Float64; derivative.arguments().len()];
+    Signature::one_of(
+        vec![TypeSignature::UserDefined, TypeSignature::Exact(doubles)],
+        Volatility::Immutable,
+    )
 }
 
 impl ScalarUDFImpl for DerivativeUdf {
@@ -85,9 +100,16 @@ impl ScalarUDFImpl for DerivativeUdf {
         &self.signature
     }
 
-    /// Checks the arguments and leaves their types alone: a coercion cast on
-    /// the column argument would hide which column is meant.
+    /// Leaves the argument types alone: a coercion cast on the column
+    /// argument would hide which column is meant. It never fails, as a
+    /// failure would hand the call to the signature's DOUBLE arm, which
+    /// coerces; the arguments are checked in `return_type`.
     fn coerce_types(&self, arg_types: &[DataType]) -> Result<Vec<DataType>> {
+        Ok(arg_types.to_vec())
+    }
+
+    /// Checks the arguments; the derivative is always DOUBLE.
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
         self.derivative.check_arity(arg_types.len())?;
         for (i, t) in arg_types.iter().enumerate() {
             if !(t.is_numeric() || t.is_null()) {
@@ -98,10 +120,6 @@ impl ScalarUDFImpl for DerivativeUdf {
                 );
             }
         }
-        Ok(arg_types.to_vec())
-    }
-
-    fn return_type(&self, _arg_types: &[DataType]) -> Result<DataType> {
         Ok(DataType::Float64)
     }
 
@@ -116,9 +134,10 @@ impl ScalarUDFImpl for DerivativeUdf {
     }
 
     fn simplify(&self, args: Vec<Expr>, info: &SimplifyContext) -> Result<ExprSimplifyResult> {
-        let derivative = self
-            .derivative
-            .expand(&args, ColumnTypes::Schema(info.schema()))?;
+        let options = AutogradOptions::from_config(info.config_options());
+        let derivative =
+            self.derivative
+                .expand(&args, ColumnTypes::Schema(info.schema()), &options)?;
         Ok(ExprSimplifyResult::Simplified(derivative))
     }
 

@@ -1,5 +1,9 @@
 //! Expressions and schemas as datafusion-proto bytes, the wire format of the
 //! simplify protocol and of the Python DataFrame API.
+//!
+//! Bytes from elsewhere are measured before they are decoded (see
+//! [`crate::nesting`]): deeper than [`MAX_NESTING`] messages is an error that
+//! names the depth, and decoding always runs on a stack with room for it.
 
 use std::sync::{Arc, LazyLock};
 
@@ -13,6 +17,8 @@ use datafusion_proto::logical_plan::DefaultLogicalExtensionCodec;
 use datafusion_proto::protobuf::{DfSchema, LogicalExprList, LogicalExprNode};
 use prost::Message;
 
+use crate::nesting::nesting;
+
 /// Functions resolvable when decoding: DataFusion's built-in scalar functions
 /// and the markers. Function calls travel by name.
 static BUILTINS: LazyLock<TaskContext> = LazyLock::new(|| {
@@ -24,6 +30,29 @@ static BUILTINS: LazyLock<TaskContext> = LazyLock::new(|| {
     registry
 });
 
+/// The deepest nesting of protobuf messages decoded: an expression nests about
+/// two messages per level, so this is expressions about 10,000 calls deep.
+pub const MAX_NESTING: usize = 20_000;
+
+/// The stack a decoder may need per level of nesting, generously.
+const STACK_PER_LEVEL: usize = 16 * 1024;
+
+/// Decodes `bytes` with `decode` after measuring how deeply they nest.
+fn decode_measured<T>(
+    bytes: &[u8],
+    what: &str,
+    decode: impl FnOnce(&[u8]) -> Result<T>,
+) -> Result<T> {
+    let depth = nesting(bytes, MAX_NESTING).map_err(|depth| {
+        DataFusionError::Plan(format!(
+            "{what} nest more than {MAX_NESTING} protobuf messages deep (found at least \
+             {depth}); the limit keeps decoding within bounds"
+        ))
+    })?;
+    let room = depth * STACK_PER_LEVEL + 1024 * 1024;
+    stacker::maybe_grow(room, room * 2, || decode(bytes))
+}
+
 /// Encodes `exprs` as one `LogicalExprList` message.
 pub fn exprs_to_bytes(exprs: &[Expr]) -> Result<Vec<u8>> {
     let expr = serialize_exprs(exprs, &DefaultLogicalExtensionCodec {})?;
@@ -32,13 +61,15 @@ pub fn exprs_to_bytes(exprs: &[Expr]) -> Result<Vec<u8>> {
 
 /// Decodes a `LogicalExprList` message, resolving functions among the built-ins.
 pub fn exprs_from_bytes(bytes: &[u8]) -> Result<Vec<Expr>> {
-    let list = LogicalExprList::decode(bytes)
-        .map_err(|e| DataFusionError::Plan(format!("malformed expression bytes: {e}")))?;
-    Ok(parse_exprs(
-        &list.expr,
-        &BUILTINS,
-        &DefaultLogicalExtensionCodec {},
-    )?)
+    decode_measured(bytes, "expression bytes", |bytes| {
+        let list = LogicalExprList::decode(bytes)
+            .map_err(|e| DataFusionError::Plan(format!("malformed expression bytes: {e}")))?;
+        Ok(parse_exprs(
+            &list.expr,
+            &BUILTINS,
+            &DefaultLogicalExtensionCodec {},
+        )?)
+    })
 }
 
 /// Encodes one expression as a `LogicalExprNode` message, as DataFusion's
@@ -49,13 +80,15 @@ pub fn expr_to_bytes(expr: &Expr) -> Result<Vec<u8>> {
 
 /// Decodes one `LogicalExprNode` message.
 pub fn expr_from_bytes(bytes: &[u8]) -> Result<Expr> {
-    let node = LogicalExprNode::decode(bytes)
-        .map_err(|e| DataFusionError::Plan(format!("malformed expression bytes: {e}")))?;
-    Ok(parse_expr(
-        &node,
-        &BUILTINS,
-        &DefaultLogicalExtensionCodec {},
-    )?)
+    decode_measured(bytes, "expression bytes", |bytes| {
+        let node = LogicalExprNode::decode(bytes)
+            .map_err(|e| DataFusionError::Plan(format!("malformed expression bytes: {e}")))?;
+        Ok(parse_expr(
+            &node,
+            &BUILTINS,
+            &DefaultLogicalExtensionCodec {},
+        )?)
+    })
 }
 
 /// Encodes a schema as a `DfSchema` message.
@@ -65,9 +98,11 @@ pub fn schema_to_bytes(schema: &DFSchema) -> Result<Vec<u8>> {
 
 /// Decodes a `DfSchema` message.
 pub fn schema_from_bytes(bytes: &[u8]) -> Result<DFSchema> {
-    let proto = DfSchema::decode(bytes)
-        .map_err(|e| DataFusionError::Plan(format!("malformed schema bytes: {e}")))?;
-    Ok(DFSchema::try_from(&proto)?)
+    decode_measured(bytes, "schema bytes", |bytes| {
+        let proto = DfSchema::decode(bytes)
+            .map_err(|e| DataFusionError::Plan(format!("malformed schema bytes: {e}")))?;
+        Ok(DFSchema::try_from(&proto)?)
+    })
 }
 
 #[cfg(test)]

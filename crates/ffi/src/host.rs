@@ -77,10 +77,10 @@ impl AutogradLibrary {
     /// How many simplify calls the library has served.
     pub fn simplify_calls(&self) -> Result<u64> {
         // SAFETY: the library exports it as `extern "C" fn() -> u64` (see `load`).
-        let export: Symbol<extern "C" fn() -> u64> =
-            unsafe { self.library.get(SIMPLIFY_CALLS_SYMBOL.as_bytes()) }.map_err(|e| {
-                plan_datafusion_err!("the library has no {SIMPLIFY_CALLS_SYMBOL}: {e}")
-            })?;
+        let export: Symbol<extern "C" fn() -> u64> = unsafe {
+            self.library.get(SIMPLIFY_CALLS_SYMBOL.as_bytes())
+        }
+        .map_err(|e| plan_datafusion_err!("the library has no {SIMPLIFY_CALLS_SYMBOL}: {e}"))?;
         Ok(export())
     }
 }

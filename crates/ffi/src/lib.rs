@@ -20,6 +20,7 @@
 
 pub mod codec;
 pub mod host;
+pub mod nesting;
 pub mod panics;
 pub mod simplify;
 

@@ -11,20 +11,29 @@
 //!   `simplify` by calling across;
 //! - [`FFI_SimplifyingScalarUDF`], the pair a library hands to a host.
 //!
+//! The table also carries what `information_schema` shows of a UDF and
+//! `FFI_ScalarUDF` leaves out: its [`Documentation`] ([`FFI_Documentation`])
+//! and the argument types its signature lists.
+//!
 //! Arguments and results cross as datafusion-proto bytes; see the crate's
 //! README for the protocol.
 
+use std::collections::HashSet;
 use std::ffi::c_void;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
-use datafusion_common::arrow::datatypes::{DataType, FieldRef};
+use datafusion_common::arrow::datatypes::{DataType, Field, FieldRef, Schema};
+use datafusion_common::arrow::ffi::FFI_ArrowSchema;
 use datafusion_common::{ffi_datafusion_err, plan_err, DataFusionError, Result};
 use datafusion_expr::simplify::{ExprSimplifyResult, SimplifyContext};
 use datafusion_expr::{
-    ColumnarValue, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature,
+    ColumnarValue, DocSection, Documentation, Expr, ReturnFieldArgs, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, TypeSignature,
 };
+use datafusion_ffi::arrow_wrappers::WrappedSchema;
+use datafusion_ffi::ffi_option::FFI_Option;
 use datafusion_ffi::udf::FFI_ScalarUDF;
 use stabby::string::String as SString;
 use stabby::vec::Vec as SVec;
@@ -33,7 +42,7 @@ use crate::codec::{exprs_from_bytes, exprs_to_bytes, schema_from_bytes, schema_t
 use crate::panics::catch_panic;
 
 /// Version of the simplify protocol; a consumer refuses any other.
-pub const SIMPLIFY_PROTOCOL_VERSION: u64 = 1;
+pub const SIMPLIFY_PROTOCOL_VERSION: u64 = 2;
 
 /// The outcome of one simplify call.
 #[repr(C, u8)]
@@ -45,6 +54,115 @@ pub enum FFI_SimplifyResult {
     Original,
     /// Simplification failed; the message says why.
     Error(SString),
+}
+
+/// DataFusion's [`Documentation`] of a UDF, field for field, as it crosses
+/// the boundary.
+#[repr(C)]
+#[derive(Debug, Clone)]
+pub struct FFI_Documentation {
+    pub section_include: bool,
+    pub section_label: SString,
+    pub section_description: FFI_Option<SString>,
+    pub description: SString,
+    pub syntax_example: SString,
+    pub sql_example: FFI_Option<SString>,
+    /// The arguments as pairs in argument order: name, description, name, …
+    pub arguments: FFI_Option<SVec<SString>>,
+    pub alternative_syntax: FFI_Option<SVec<SString>>,
+    pub related_udfs: FFI_Option<SVec<SString>>,
+}
+
+fn strings(items: &[String]) -> SVec<SString> {
+    items.iter().map(|s| SString::from(s.as_str())).collect()
+}
+
+fn owned(items: &SVec<SString>) -> Vec<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+impl From<&Documentation> for FFI_Documentation {
+    fn from(doc: &Documentation) -> Self {
+        let text = |s: &str| SString::from(s);
+        let arguments = doc.arguments.as_ref().map(|arguments| {
+            arguments
+                .iter()
+                .flat_map(|(name, meaning)| [text(name), text(meaning)])
+                .collect()
+        });
+        Self {
+            section_include: doc.doc_section.include,
+            section_label: text(doc.doc_section.label),
+            section_description: doc.doc_section.description.map(text).into(),
+            description: text(&doc.description),
+            syntax_example: text(&doc.syntax_example),
+            sql_example: doc.sql_example.as_deref().map(text).into(),
+            arguments: arguments.into(),
+            alternative_syntax: doc.alternative_syntax.as_deref().map(strings).into(),
+            related_udfs: doc.related_udfs.as_deref().map(strings).into(),
+        }
+    }
+}
+
+impl From<&FFI_Documentation> for Documentation {
+    fn from(doc: &FFI_Documentation) -> Self {
+        let arguments = doc.arguments.as_ref().map(|flat| {
+            owned(flat)
+                .chunks(2)
+                .map(|pair| (pair[0].clone(), pair.get(1).cloned().unwrap_or_default()))
+                .collect()
+        });
+        Documentation {
+            doc_section: DocSection {
+                include: doc.section_include,
+                label: interned(&doc.section_label),
+                description: doc.section_description.as_ref().map(|d| interned(d)),
+            },
+            description: doc.description.to_string(),
+            syntax_example: doc.syntax_example.to_string(),
+            sql_example: doc.sql_example.as_ref().map(|s| s.to_string()),
+            arguments,
+            alternative_syntax: doc.alternative_syntax.as_ref().map(owned),
+            related_udfs: doc.related_udfs.as_ref().map(owned),
+        }
+    }
+}
+
+/// `text` as a `&'static str`, which is all DataFusion's [`DocSection`]
+/// holds. Each distinct text is leaked once per process; there are as many as
+/// documentation sections in the loaded libraries.
+fn interned(text: &str) -> &'static str {
+    static TEXTS: LazyLock<Mutex<HashSet<&'static str>>> = LazyLock::new(Default::default);
+    let mut texts = TEXTS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(known) = texts.get(text) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(text.to_owned().into_boxed_str());
+    texts.insert(leaked);
+    leaked
+}
+
+/// The argument lists `signature` spells out: its `Exact` arms.
+fn listed_argument_types(signature: &TypeSignature) -> Vec<Vec<DataType>> {
+    match signature {
+        TypeSignature::Exact(types) => vec![types.clone()],
+        TypeSignature::OneOf(arms) => arms.iter().flat_map(listed_argument_types).collect(),
+        _ => vec![],
+    }
+}
+
+/// One argument list as a schema with a field per argument.
+fn argument_schema(types: &[DataType]) -> Result<WrappedSchema> {
+    let fields: Vec<Field> = types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Field::new(format!("arg_{i}"), t.clone(), true))
+        .collect();
+    Ok(WrappedSchema(FFI_ArrowSchema::try_from(&Schema::new(
+        fields,
+    ))?))
 }
 
 /// The simplify slot of one UDF, callable from another library.
@@ -72,6 +190,16 @@ pub struct FFI_ScalarUDFSimplify {
 
     /// Internal data, only ever read by the producing library.
     pub private_data: *mut c_void,
+
+    // Version 2. The slots are appended, so that a version-1 consumer still
+    // finds `protocol_version` where it looks, reads 2 and refuses the table.
+    /// The UDF's documentation (`ScalarUDFImpl::documentation`), if it has any.
+    pub documentation: unsafe extern "C" fn(udf: &Self) -> FFI_Option<FFI_Documentation>,
+
+    /// The argument lists the UDF's signature spells out (its `Exact` arms),
+    /// each as a schema with one field per argument: what `information_schema`
+    /// lists as the UDF's parameters.
+    pub listed_argument_types: unsafe extern "C" fn(udf: &Self) -> SVec<WrappedSchema>,
 }
 
 // SAFETY: the private data is an `Arc<ScalarUDF>`, which is Send + Sync, and
@@ -136,6 +264,36 @@ unsafe extern "C" fn simplify_fn_wrapper(
     }
 }
 
+unsafe extern "C" fn documentation_fn_wrapper(
+    udf: &FFI_ScalarUDFSimplify,
+) -> FFI_Option<FFI_Documentation> {
+    // A released table has no documentation to give, and a panic must not
+    // unwind into the host.
+    catch_panic("documentation", || {
+        udf.udf()
+            .ok()
+            .and_then(|udf| udf.documentation().map(FFI_Documentation::from))
+    })
+    .ok()
+    .flatten()
+    .into()
+}
+
+unsafe extern "C" fn listed_argument_types_fn_wrapper(
+    udf: &FFI_ScalarUDFSimplify,
+) -> SVec<WrappedSchema> {
+    // A released table, or a type the C data interface cannot carry, lists
+    // nothing: the host then shows the UDF without parameters.
+    catch_panic("listed_argument_types", || match udf.udf() {
+        Ok(udf) => listed_argument_types(&udf.signature().type_signature)
+            .iter()
+            .filter_map(|types| argument_schema(types).ok())
+            .collect(),
+        Err(_) => SVec::new(),
+    })
+    .unwrap_or_default()
+}
+
 unsafe extern "C" fn protocol_version_fn_wrapper() -> u64 {
     SIMPLIFY_PROTOCOL_VERSION
 }
@@ -175,6 +333,8 @@ impl From<Arc<ScalarUDF>> for FFI_ScalarUDFSimplify {
             clone: clone_fn_wrapper,
             release: release_fn_wrapper,
             private_data: Box::into_raw(private_data) as *mut c_void,
+            documentation: documentation_fn_wrapper,
+            listed_argument_types: listed_argument_types_fn_wrapper,
         }
     }
 }
@@ -215,6 +375,26 @@ impl From<Arc<ScalarUDF>> for FFI_SimplifyingScalarUDF {
 pub struct ForeignSimplifyingUDF {
     inner: Arc<dyn ScalarUDFImpl>,
     simplify: FFI_ScalarUDFSimplify,
+    /// datafusion-ffi's user-defined signature, with the producer's listed
+    /// argument types as further arms.
+    signature: Signature,
+    /// The producer's documentation, fetched across on first use.
+    documentation: OnceLock<Option<Documentation>>,
+}
+
+/// The host's signature for a foreign UDF: datafusion-ffi's user-defined one,
+/// which calls the producer's `coerce_types`, plus an `Exact` arm per listed
+/// argument list. A producer lists the `Exact` arms of its own signature, so
+/// the host resolves calls as the producer would; the arms also let
+/// `information_schema` list the parameters.
+fn foreign_signature(ffi_signature: &Signature, listed: Vec<Vec<DataType>>) -> Signature {
+    if listed.is_empty() {
+        return ffi_signature.clone();
+    }
+    let arms = std::iter::once(TypeSignature::UserDefined)
+        .chain(listed.into_iter().map(TypeSignature::Exact))
+        .collect();
+    Signature::one_of(arms, ffi_signature.volatility)
 }
 
 impl TryFrom<&FFI_SimplifyingScalarUDF> for ForeignSimplifyingUDF {
@@ -247,9 +427,25 @@ impl TryFrom<&FFI_SimplifyingScalarUDF> for ForeignSimplifyingUDF {
                 datafusion_ffi::version()
             );
         }
+        let inner: Arc<dyn ScalarUDFImpl> = (&udf.udf).into();
+        // SAFETY: the producer's function over its own table.
+        let listed = unsafe { (udf.simplify.listed_argument_types)(&udf.simplify) };
+        let listed = listed
+            .iter()
+            .map(|schema| {
+                let schema = Schema::try_from(&schema.0)?;
+                Ok(schema
+                    .fields()
+                    .iter()
+                    .map(|f| f.data_type().clone())
+                    .collect())
+            })
+            .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            inner: (&udf.udf).into(),
+            signature: foreign_signature(inner.signature(), listed),
+            inner,
             simplify: udf.simplify.clone(),
+            documentation: OnceLock::new(),
         })
     }
 }
@@ -290,7 +486,7 @@ impl ScalarUDFImpl for ForeignSimplifyingUDF {
     }
 
     fn signature(&self) -> &Signature {
-        self.inner.signature()
+        &self.signature
     }
 
     fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
@@ -336,5 +532,16 @@ impl ScalarUDFImpl for ForeignSimplifyingUDF {
             FFI_SimplifyResult::Original => Ok(ExprSimplifyResult::Original(args)),
             FFI_SimplifyResult::Error(message) => Err(ffi_datafusion_err!("{message}")),
         }
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        self.documentation
+            .get_or_init(|| {
+                // SAFETY: the producer's function over its own table, which
+                // `self` keeps alive.
+                let doc = unsafe { (self.simplify.documentation)(&self.simplify) };
+                doc.as_ref().map(Documentation::from)
+            })
+            .as_ref()
     }
 }

@@ -7,8 +7,9 @@
 use std::sync::{Arc, LazyLock};
 
 use datafusion::arrow::array::{Array, Float64Array};
-use datafusion::prelude::SessionContext;
-use datafusion_autograd::Derivative;
+use datafusion::arrow::util::display::array_value_to_string;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_autograd::{udf, Derivative};
 use datafusion_autograd_ffi::host::{cargo_built_library, AutogradLibrary};
 use datafusion_autograd_ffi::{FFI_SimplifyResult, FFI_SimplifyingScalarUDF};
 use datafusion_expr::ScalarUDF;
@@ -183,12 +184,55 @@ async fn engine_errors_cross_the_boundary() {
     );
 }
 
-/// What a stock host does today: the plain datafusion-ffi UDF, no simplify.
+/// The documentation slot: the host's foreign markers carry the library's
+/// documentation, so `SHOW FUNCTIONS` on the host describes them.
+#[tokio::test]
+async fn show_functions_on_the_host_describes_the_markers() {
+    let ctx = SessionContext::new_with_config(SessionConfig::new().with_information_schema(true));
+    LIBRARY.register(&ctx).unwrap();
+    for marker in Derivative::ALL {
+        let foreign = LIBRARY.udf(marker).unwrap();
+        assert_eq!(foreign.documentation(), udf(marker).documentation());
+
+        let sql = format!("SHOW FUNCTIONS LIKE '{}'", marker.name());
+        let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+        let rows: Vec<Vec<String>> = batches
+            .iter()
+            .flat_map(|b| {
+                (0..b.num_rows()).map(move |r| {
+                    b.columns()
+                        .iter()
+                        .map(|c| array_value_to_string(c, r).unwrap())
+                        .collect()
+                })
+            })
+            .collect();
+        let names: Vec<&str> = marker.arguments().iter().map(|(n, _)| *n).collect();
+        let doubles = vec!["Float64"; names.len()];
+        assert_eq!(
+            rows,
+            vec![vec![
+                marker.name().to_string(),
+                "Float64".to_string(),
+                format!("[{}]", names.join(", ")),
+                format!("[{}]", doubles.join(", ")),
+                "SCALAR".to_string(),
+                marker.summary().to_string(),
+                marker.usage().to_string(),
+            ]],
+            "{sql}"
+        );
+    }
+}
+
+/// What a stock host does today: the plain datafusion-ffi UDF, no simplify
+/// and no documentation.
 #[tokio::test]
 async fn without_the_simplify_slot_the_marker_explains_itself() {
     let ctx = SessionContext::new();
     let plain: FFI_ScalarUDF = table(Derivative::Grad).udf.clone();
     let foreign: Arc<dyn datafusion_expr::ScalarUDFImpl> = (&plain).into();
+    assert!(foreign.documentation().is_none());
     ctx.register_udf(ScalarUDF::new_from_shared_impl(foreign));
     let e = error(&ctx, "SELECT grad(x * x, x) FROM (VALUES (1.0)) AS t(x)").await;
     assert!(
@@ -216,16 +260,19 @@ fn malformed_input_is_an_error_not_a_crash() {
 
 #[test]
 fn mismatched_versions_and_released_tables_are_refused() {
-    unsafe extern "C" fn version_two() -> u64 {
-        2
+    unsafe extern "C" fn version_one() -> u64 {
+        1
     }
     unsafe extern "C" fn datafusion_53() -> u64 {
         53
     }
     let mut udf = table(Derivative::Grad);
-    udf.simplify.protocol_version = version_two;
+    udf.simplify.protocol_version = version_one;
     let e = ScalarUDF::try_from(&udf).unwrap_err().to_string();
-    assert!(e.contains("speaks simplify protocol version 2"), "{e}");
+    assert!(
+        e.contains("speaks simplify protocol version 1; this host speaks version 2"),
+        "{e}"
+    );
 
     let mut udf = table(Derivative::Grad);
     udf.simplify.datafusion_version = datafusion_53;
@@ -246,4 +293,12 @@ fn mismatched_versions_and_released_tables_are_refused() {
         )
     };
     assert!(matches!(result, FFI_SimplifyResult::Error(m) if m.to_string().contains("released")));
+    // SAFETY: as above; a released table answers without touching its data.
+    let (doc, listed) = unsafe {
+        (
+            (udf.simplify.documentation)(&udf.simplify),
+            (udf.simplify.listed_argument_types)(&udf.simplify),
+        )
+    };
+    assert!(doc.as_ref().is_none() && listed.is_empty());
 }

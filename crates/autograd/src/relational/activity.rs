@@ -8,17 +8,22 @@ use datafusion_common::{plan_err, Column, DFSchema, Result};
 use datafusion_expr::expr_rewriter::NamePreserver;
 use datafusion_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 
-use super::augment::Backprop;
+use super::backprop::Backprop;
 use super::operators;
 use super::parameter::Parameter;
 use crate::marker::expand_markers;
+use crate::options::AutogradOptions;
 use crate::reals::ColumnTypes;
 
 /// `loss` in the form the reverse pass reads: markers differentiated, and
 /// scalar subqueries that read the parameter's table joined to the rows that
 /// use them. Checks that it computes the same rows every time it is
 /// evaluated: the reverse pass evaluates parts of it more than once.
-pub(crate) fn normalize(loss: &LogicalPlan, parameter: &Parameter) -> Result<LogicalPlan> {
+pub(crate) fn normalize(
+    loss: &LogicalPlan,
+    parameter: &Parameter,
+    options: &AutogradOptions,
+) -> Result<LogicalPlan> {
     let plan = lift_subqueries(loss.clone(), parameter)?;
     let plan = plan
         .clone()
@@ -31,7 +36,7 @@ pub(crate) fn normalize(loss: &LogicalPlan, parameter: &Parameter) -> Result<Log
             let schema = input_schema.unwrap_or_else(|| Rc::new(merged_input_schema(&node)));
             node.map_expressions(|e| {
                 let saved = names.save(&e);
-                let expanded = expand_markers(e, ColumnTypes::Schema(&schema))?;
+                let expanded = expand_markers(e, ColumnTypes::Schema(&schema), options)?;
                 Ok(Transformed::yes(saved.restore(expanded)))
             })?
             .map_data(LogicalPlan::recompute_schema)
@@ -203,7 +208,10 @@ fn lift_subqueries(plan: LogicalPlan, parameter: &Parameter) -> Result<LogicalPl
                 input = LogicalPlanBuilder::from(input.clone())
                     .cross_join(one_row)?
                     .build()?;
-                Ok(Transformed::yes(Expr::Column(Column::new(Some(alias), field))))
+                Ok(Transformed::yes(Expr::Column(Column::new(
+                    Some(alias),
+                    field,
+                ))))
             })?;
             if rewritten.transformed {
                 changed = true;
@@ -214,7 +222,9 @@ fn lift_subqueries(plan: LogicalPlan, parameter: &Parameter) -> Result<LogicalPl
             return Ok(Transformed::no(node));
         }
         let rebuilt = match &node {
-            LogicalPlan::Projection(_) => LogicalPlanBuilder::from(input).project(exprs)?.build()?,
+            LogicalPlan::Projection(_) => {
+                LogicalPlanBuilder::from(input).project(exprs)?.build()?
+            }
             LogicalPlan::Aggregate(a) => LogicalPlanBuilder::from(input)
                 .aggregate(a.group_expr.clone(), exprs)?
                 .build()?,

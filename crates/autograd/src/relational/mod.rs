@@ -31,9 +31,11 @@
 
 mod activity;
 mod augment;
+mod backprop;
 mod operators;
 mod parameter;
 mod reductions;
+mod staged;
 mod table_function;
 
 use std::sync::Arc;
@@ -42,18 +44,21 @@ use datafusion_common::{plan_err, Result, TableReference};
 use datafusion_expr::logical_plan::builder::LogicalTableSource;
 use datafusion_expr::LogicalPlan;
 
-use crate::sql::plan::{plan_query, TableSchemas};
-use crate::sql::plan_to_sql;
+use crate::options::AutogradOptions;
+use crate::sql::plan::{plan_query, Catalog, Relation};
 
-use augment::Backprop;
+use crate::stack::with_room;
+use backprop::Backprop;
 pub use parameter::Parameter;
+pub use staged::{GradientTable, Staged, StagedSql};
 pub use table_function::GradientFunction;
 
 /// The column of the result that holds the gradient.
 pub const GRADIENT_COLUMN: &str = "grad";
 
-/// The gradient of `loss` with respect to `parameter`, as a plan: every row
-/// of the parameter's table, all its columns, and `grad`.
+/// The gradient of `loss` with respect to `parameter`: every row of the
+/// parameter's table, all its columns, and `grad`, as a plan in stages (see
+/// [`Staged`]; [`GradientTable`] runs it as a table).
 ///
 /// `loss` is an analyzed plan (as [`SessionState::create_logical_plan`]
 /// followed by the analyzer gives it); it must return exactly one row and one
@@ -61,59 +66,84 @@ pub const GRADIENT_COLUMN: &str = "grad";
 /// first.
 ///
 /// [`SessionState::create_logical_plan`]: datafusion::execution::SessionState::create_logical_plan
-pub fn gradient(loss: &LogicalPlan, parameter: &Parameter) -> Result<LogicalPlan> {
-    let loss = activity::normalize(loss, parameter)?;
-    if loss.schema().fields().len() != 1 {
-        return plan_err!(
-            "gradient(): the loss query must return one column, found {}",
-            loss.schema().fields().len()
-        );
-    }
-    if !loss.schema().field(0).data_type().is_numeric() {
-        return plan_err!(
-            "gradient(): the loss must be numeric, found {}",
-            loss.schema().field(0).data_type()
-        );
-    }
-    if !activity::returns_one_row(&loss) {
-        return plan_err!(
-            "gradient(): the loss query must return exactly one row; make its outermost \
-             operation an aggregate without GROUP BY, for example SELECT SUM(…) or AVG(…)"
-        );
-    }
-    let backprop = Backprop::new(parameter);
-    backprop.differentiate(&loss)
+pub fn gradient(
+    loss: &LogicalPlan,
+    parameter: &Parameter,
+    options: &AutogradOptions,
+) -> Result<Staged> {
+    with_room(|| {
+        let loss = activity::normalize(loss, parameter, options)?;
+        if loss.schema().fields().len() != 1 {
+            return plan_err!(
+                "gradient(): the loss query must return one column, found {}",
+                loss.schema().fields().len()
+            );
+        }
+        if !loss.schema().field(0).data_type().is_numeric() {
+            return plan_err!(
+                "gradient(): the loss must be numeric, found {}",
+                loss.schema().field(0).data_type()
+            );
+        }
+        if !activity::returns_one_row(&loss) {
+            return plan_err!(
+                "gradient(): the loss query must return exactly one row; make its outermost \
+                 operation an aggregate without GROUP BY, for example SELECT SUM(…) or AVG(…)"
+            );
+        }
+        Backprop::new(parameter, options).differentiate(&loss)
+    })
 }
 
 /// The gradient of the loss query `loss` with respect to `wrt`
-/// (`"<table>.<column>"`), as one SQL query over the same tables, for a host
-/// that plans it itself; `tables` gives the tables' schemas by name.
+/// (`"<table>.<column>"`), as SQL over the same tables for a host that plans
+/// it itself: statements that create its stages, and the query that reads
+/// them. `tables` gives the host's tables (schemas) and views (queries) by
+/// name.
 ///
 /// ```
 /// use std::sync::Arc;
 /// use datafusion::arrow::datatypes::{DataType, Field, Schema};
 /// use datafusion_autograd::relational::gradient_sql;
+/// use datafusion_autograd::Relation;
 ///
 /// let w = Arc::new(Schema::new(vec![
 ///     Field::new("i", DataType::Int64, false),
 ///     Field::new("w", DataType::Float64, false),
 /// ]));
-/// let sql = gradient_sql("SELECT SUM(w * w) FROM w", "w.w", &|table| {
-///     Ok((table.table() == "w").then(|| Arc::clone(&w)))
-/// })
+/// let catalog = |table: &datafusion_common::TableReference| {
+///     Ok((table.table() == "w").then(|| Relation::Table(Arc::clone(&w))))
+/// };
+/// let sql = gradient_sql("SELECT SUM(w * w) FROM w", "w.w", &catalog, &Default::default())
 /// .unwrap();
-/// assert!(sql.contains("grad"));
+/// assert!(sql.query.contains("grad"));
 /// ```
-pub fn gradient_sql(loss: &str, wrt: &str, tables: TableSchemas) -> Result<String> {
-    let loss = plan_query(loss, tables).map_err(|e| e.context("gradient(): planning the loss query"))?;
-    let Some((table, column)) = wrt.rsplit_once('.') else {
-        return plan_err!("gradient(): the parameter must be written table.column, found '{wrt}'");
-    };
-    let table = TableReference::parse_str(table);
-    let Some(schema) = tables(&table)? else {
-        return plan_err!("gradient(): table '{table}' not found");
-    };
-    let source = Arc::new(LogicalTableSource::new(schema));
-    let parameter = Parameter::new(table, column, source, "datafusion", "public")?;
-    plan_to_sql(&gradient(&loss, &parameter)?)
+pub fn gradient_sql(
+    loss: &str,
+    wrt: &str,
+    tables: Catalog,
+    options: &AutogradOptions,
+) -> Result<StagedSql> {
+    with_room(|| {
+        let loss = plan_query(loss, tables)
+            .map_err(|e| e.context("gradient(): planning the loss query"))?;
+        let Some((table, column)) = wrt.rsplit_once('.') else {
+            return plan_err!(
+                "gradient(): the parameter must be written table.column, found '{wrt}'"
+            );
+        };
+        let table = TableReference::parse_str(table);
+        let schema = match tables(&table)? {
+            Some(Relation::Table(schema)) => schema,
+            Some(Relation::View(_)) => {
+                return plan_err!(
+                    "gradient(): the parameter's table must be a table; {table} is a view"
+                )
+            }
+            None => return plan_err!("gradient(): table '{table}' not found"),
+        };
+        let source = Arc::new(LogicalTableSource::new(schema));
+        let parameter = Parameter::new(table, column, source, "datafusion", "public")?;
+        gradient(&loss, &parameter, options)?.to_sql()
+    })
 }

@@ -3,7 +3,9 @@
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::provider_as_source;
 use datafusion::execution::SessionState;
-use datafusion_common::{plan_datafusion_err, plan_err, Column, ResolvedTableReference, Result, TableReference};
+use datafusion_common::{
+    plan_datafusion_err, plan_err, Column, ResolvedTableReference, Result, TableReference,
+};
 use datafusion_expr::{LogicalPlan, LogicalPlanBuilder, TableScan, TableSource};
 use std::sync::Arc;
 
@@ -113,7 +115,9 @@ pub(crate) fn table_provider(
     let schema = state.schema_for_ref(table.clone())?;
     match schema.table(table.table()).now_or_never() {
         Some(Ok(Some(provider))) => Ok(provider),
-        Some(Ok(None)) => Err(plan_datafusion_err!("gradient(): table '{table}' not found")),
+        Some(Ok(None)) => Err(plan_datafusion_err!(
+            "gradient(): table '{table}' not found"
+        )),
         Some(Err(e)) => Err(e),
         None => plan_err!(
             "gradient(): the table '{table}' is not available without waiting on its catalog; \

@@ -14,18 +14,14 @@
 //! `FILTER` drops, are not reduced and get nothing. Ties at an extremum share its cotangent equally (the value is
 //! not differentiable there; this is the choice JAX makes).
 
-use std::sync::Arc;
-
 use datafusion::functions_aggregate::expr_fn::{max, sum};
 use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion_common::{Column, NullEquality, Result};
 use datafusion_expr::expr::WindowFunction;
-use datafusion_expr::logical_plan::Join;
-use datafusion_expr::{
-    lit, when, Expr, ExprFunctionExt, JoinConstraint, JoinType, LogicalPlan, LogicalPlanBuilder,
-};
+use datafusion_expr::{lit, when, Expr, ExprFunctionExt, JoinType, LogicalPlanBuilder};
 
-use super::augment::{selected, with_columns, Augmented, Backprop, Bar};
+use super::augment::{join, selected, with_columns, Augmented, Bar};
+use super::backprop::Backprop;
 use crate::marker::pullback;
 
 /// The reductions the reverse pass knows.
@@ -119,16 +115,14 @@ pub(crate) fn spread(
         .zip(&keys)
         .map(|(e, k)| (e, Expr::Column(k.clone())))
         .collect();
-    let joined = LogicalPlan::Join(Join::try_new(
-        Arc::new(input.plan.clone()),
-        Arc::new(groups),
+    let joined = join(
+        input.plan.clone(),
+        groups,
         on,
         None,
         JoinType::Inner,
-        JoinConstraint::On,
         NullEquality::NullEqualsNull,
-        false,
-    )?);
+    )?;
 
     // Per group, over the input rows: how many are counted, how many tie.
     let partition: Vec<Expr> = keys.iter().cloned().map(Expr::Column).collect();
@@ -169,10 +163,15 @@ pub(crate) fn spread(
 
     let mut cot = vec![None; input.out.len()];
     let mut added = vec![];
-    for (j, column) in input.out.iter().enumerate().filter(|(j, _)| input_active[*j]) {
+    for (j, column) in input
+        .out
+        .iter()
+        .enumerate()
+        .filter(|(j, _)| input_active[*j])
+    {
         let mut terms = vec![];
         for (r, (rows, share)) in reduced.iter().zip(&shares) {
-            if let Some(d) = pullback(&r.arg, column, share.clone(), joined.schema())? {
+            if let Some(d) = pullback(&r.arg, column, share.clone(), joined.schema(), bp.options)? {
                 terms.push(when(rows.clone(), d).otherwise(lit(0.0_f64))?);
             }
         }

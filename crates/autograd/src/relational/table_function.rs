@@ -1,17 +1,17 @@
 //! `gradient('<loss query>', '<table>.<column>')`: the table function that
-//! plans a loss and returns its gradient as a view, which the SQL planner
-//! inlines where the call stands.
+//! plans a loss and returns its gradient as a table, computed in stages when
+//! the statement that reads it runs.
 
 use std::sync::Arc;
 
 use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
-use datafusion::catalog::view::ViewTable;
 use datafusion::execution::SessionState;
 use datafusion_common::{plan_err, Result, ScalarValue};
 use datafusion_expr::Expr;
 use futures::FutureExt;
 
-use super::{gradient, Parameter};
+use super::{gradient, GradientTable, Parameter};
+use crate::options::AutogradOptions;
 
 /// The `gradient` table function.
 #[derive(Debug, Default)]
@@ -35,14 +35,20 @@ impl TableFunctionImpl for GradientFunction {
         };
         let loss_plan = plan_loss(state, loss)?;
         let parameter = Parameter::from_session(state, wrt)?;
-        let plan = gradient(&loss_plan, &parameter)?;
-        Ok(Arc::new(ViewTable::new(plan, None)))
+        let options = AutogradOptions::from_config(state.config_options());
+        let staged = gradient(&loss_plan, &parameter, &options)?;
+        Ok(Arc::new(GradientTable::new(staged)))
     }
 }
 
 fn text(expr: &Expr) -> Option<&str> {
     match expr {
-        Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)), _) => Some(s),
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)),
+            _,
+        ) => Some(s),
         _ => None,
     }
 }

@@ -10,15 +10,29 @@ use datafusion_sql::sqlparser::dialect::GenericDialect;
 use datafusion_sql::sqlparser::keywords::Keyword;
 use datafusion_sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
-use super::plan::TableSchemas;
+use super::plan::Catalog;
 use super::{plan_scalar, to_sql};
 use crate::marker::{expand_markers, Derivative};
+use crate::options::AutogradOptions;
 use crate::reals::ColumnTypes;
 use crate::relational::gradient_sql;
+use crate::stack::with_room;
 
 /// The table function's name, and the name its result goes by unless the
 /// query gives it another.
 const GRADIENT: &str = "gradient";
+
+/// A statement rewritten for a host that never calls `simplify`: run
+/// `stages` first, then `sql`, and drop the tables `tables` afterwards.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rewritten {
+    /// Statements that create the tables the gradients read, in order.
+    pub stages: Vec<String>,
+    /// The statement, with every call replaced.
+    pub sql: String,
+    /// The tables `stages` create.
+    pub tables: Vec<String>,
+}
 
 /// `sql` with every marker call replaced by its derivative, and every
 /// `gradient('<loss query>', '<table>.<column>')` by the query that computes
@@ -29,58 +43,65 @@ const GRADIENT: &str = "gradient";
 /// statement DataFusion accepts (queries, DML, DDL, `EXPLAIN`) keeps its text.
 /// Nested markers are differentiated innermost first. Column types are not
 /// known for markers, so every column inside a derivative is read as DOUBLE;
-/// `gradient` plans its loss query over the schemas `tables` gives.
+/// `gradient` plans its loss query over the relations `tables` gives.
 ///
 /// ```
 /// use datafusion_autograd::rewrite_sql;
 ///
 /// let sql = "SELECT x, grad(x * x, x) AS d FROM t -- grad(y, y)";
 /// assert_eq!(
-///     rewrite_sql(sql, &|_| Ok(None)).unwrap(),
+///     rewrite_sql(sql, &|_| Ok(None), &Default::default()).unwrap().sql,
 ///     "SELECT x, (CAST(x AS DOUBLE) + CAST(x AS DOUBLE)) AS d FROM t -- grad(y, y)"
 /// );
 /// ```
-pub fn rewrite_sql(sql: &str, tables: TableSchemas) -> Result<String> {
-    let tokens = Tokenizer::new(&GenericDialect {}, sql)
-        .tokenize_with_location()
-        .map_err(|e| plan_datafusion_err!("cannot read the SQL text: {e}"))?;
-    let offsets = ByteOffsets::new(sql);
-    let mut out = String::with_capacity(sql.len());
-    let mut copied = 0;
-    for call in calls(&tokens)? {
-        let start = offsets.of(call.start);
-        let end = offsets.of(call.end);
-        out.push_str(&sql[copied..start]);
-        out.push('(');
-        match &call.kind {
-            CallKind::Marker => out.push_str(&expand_sql(&sql[start..end])?),
-            CallKind::Gradient { loss, wrt, aliased } => {
-                out.push_str(&gradient_sql(loss, wrt, tables)?);
-                out.push(')');
-                if !aliased {
-                    out.push_str(" AS ");
-                    out.push_str(GRADIENT);
+pub fn rewrite_sql(sql: &str, tables: Catalog, options: &AutogradOptions) -> Result<Rewritten> {
+    with_room(|| {
+        let tokens = Tokenizer::new(&GenericDialect {}, sql)
+            .tokenize_with_location()
+            .map_err(|e| plan_datafusion_err!("cannot read the SQL text: {e}"))?;
+        let offsets = ByteOffsets::new(sql);
+        let mut out = String::with_capacity(sql.len());
+        let mut rewritten = Rewritten::default();
+        let mut copied = 0;
+        for call in calls(&tokens)? {
+            let start = offsets.of(call.start);
+            let end = offsets.of(call.end);
+            out.push_str(&sql[copied..start]);
+            out.push('(');
+            match &call.kind {
+                CallKind::Marker => out.push_str(&expand_sql(&sql[start..end], options)?),
+                CallKind::Gradient { loss, wrt, aliased } => {
+                    let staged = gradient_sql(loss, wrt, tables, options)?;
+                    rewritten.stages.extend(staged.stages);
+                    rewritten.tables.extend(staged.tables);
+                    out.push_str(&staged.query);
+                    out.push(')');
+                    if !aliased {
+                        out.push_str(" AS ");
+                        out.push_str(GRADIENT);
+                    }
+                    copied = end;
+                    continue;
                 }
-                copied = end;
-                continue;
             }
+            out.push(')');
+            copied = end;
         }
-        out.push(')');
-        copied = end;
-    }
-    out.push_str(&sql[copied..]);
-    Ok(out)
+        out.push_str(&sql[copied..]);
+        rewritten.sql = out;
+        Ok(rewritten)
+    })
 }
 
 /// The derivative of one SQL marker call, as SQL, for a host that will plan it
 /// against a schema unknown here.
-fn expand_sql(call: &str) -> Result<String> {
+fn expand_sql(call: &str, options: &AutogradOptions) -> Result<String> {
     let (exprs, _) = plan_scalar(&[call])?;
     let expr = exprs
         .into_iter()
         .next()
         .unwrap_or_else(|| unreachable!("one expression planned"));
-    to_sql(&expand_markers(expr, ColumnTypes::Unknown)?)
+    to_sql(&expand_markers(expr, ColumnTypes::Unknown, options)?)
 }
 
 /// One call to rewrite: its source range, from its name to its closing
@@ -128,8 +149,7 @@ fn calls(tokens: &[TokenWithSpan]) -> Result<Vec<CallSpan>> {
         let kind = match name {
             Called::Marker => CallKind::Marker,
             Called::Gradient => {
-                let (loss, wrt) = match (token(i + 2), token(i + 3), token(i + 4), close == i + 5)
-                {
+                let (loss, wrt) = match (token(i + 2), token(i + 3), token(i + 4), close == i + 5) {
                     (
                         Some(Token::SingleQuotedString(loss)),
                         Some(Token::Comma),

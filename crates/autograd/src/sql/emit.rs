@@ -11,50 +11,271 @@
 //!   starts a comment that swallows the rest of the line; the operand is put
 //!   in parentheses, `-(-y)`;
 //! - a float that is not finite prints as `inf` or `NaN`, which read back as
-//!   column names; it is written as a cast from text, `CAST('inf' AS DOUBLE)`.
+//!   column names; it is written as a cast from text, `CAST('inf' AS DOUBLE)`
+//!   (`'Infinity'` in PostgreSQL), or in SQLite, which reads no such text, as
+//!   a literal that overflows to infinity, `9e999`.
+//!
+//! An expression printed for another engine ([`to_dialect_sql`]) is first
+//! made to mean there what it means in DataFusion: DataFusion's implicit
+//! conversions are made explicit (so `floor(7) / 2` divides DOUBLEs in every
+//! engine), and functions, casts and operators are spelled as the engine
+//! spells them (see [`super::dialect`]).
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use crate::stack::{depth, with_room, with_room_for};
 use datafusion_common::arrow::datatypes::DataType;
 use datafusion_common::tree_node::{Transformed, TreeNode};
-use datafusion_common::{Result, ScalarValue};
+use datafusion_common::{DFSchema, Result, ScalarValue};
+use datafusion_expr::expr::{BinaryExpr, Cast, ScalarFunction, TryCast};
 use datafusion_expr::logical_plan::builder::LogicalTableSource;
-use datafusion_expr::{cast, lit, Expr, LogicalPlan, LogicalPlanBuilder};
+use datafusion_expr::{cast, lit, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, Operator};
+use datafusion_functions::math::expr_fn::trunc;
+use datafusion_optimizer::analyzer::type_coercion::TypeCoercionRewriter;
 use datafusion_sql::sqlparser::ast::{self, visit_expressions_mut, UnaryOperator, VisitMut};
+use datafusion_sql::sqlparser::keywords::ALL_KEYWORDS;
+use datafusion_sql::unparser::dialect::Dialect as UnparserDialect;
 use datafusion_sql::unparser::Unparser;
 
-/// Prints an expression as SQL without redundant parentheses.
+use super::dialect::{engine_function, Dialect, EngineFunction, NonFinite, Spelling};
+
+/// Prints an expression as DataFusion SQL without redundant parentheses.
 pub(crate) fn to_sql(expr: &Expr) -> Result<String> {
-    let expr = spell_non_finite(expr.clone())?;
-    let mut ast = Unparser::default().with_pretty(true).expr_to_sql(&expr)?;
+    with_room_for(depth(expr), || print(expr.clone(), Dialect::DataFusion))
+}
+
+/// Prints an expression over the columns of `schema` as SQL for `dialect`,
+/// or fails naming what the engine has no spelling for.
+pub(crate) fn to_dialect_sql(expr: &Expr, schema: &DFSchema, dialect: Dialect) -> Result<String> {
+    with_room_for(depth(expr), || {
+        let expr = match dialect {
+            Dialect::DataFusion => expr.clone(),
+            _ => spelled_for(expr.clone(), schema, dialect)?,
+        };
+        print(expr, dialect)
+    })
+}
+
+fn print(expr: Expr, dialect: Dialect) -> Result<String> {
+    let expr = spell_non_finite(expr, dialect)?;
+    let unparser_dialect = dialect.unparser();
+    let mut ast = Unparser::new(unparser_dialect.as_ref())
+        .with_pretty(true)
+        .expr_to_sql(&expr)?;
+    if dialect.non_finite() == NonFinite::Overflow {
+        write_infinities_as_overflow(&mut ast);
+    }
     separate_signs(&mut ast);
     Ok(ast.to_string())
 }
 
+/// `expr` as it must be written for `dialect` to compute what it computes in
+/// DataFusion.
+fn spelled_for(expr: Expr, schema: &DFSchema, dialect: Dialect) -> Result<Expr> {
+    let explicit = expr.rewrite(&mut TypeCoercionRewriter::new(schema))?.data;
+    explicit
+        .transform_up(|e| Ok(fold_literal_cast(e)))?
+        .data
+        .transform_up(|e| spell(e, schema, dialect))
+        .map(|t| t.data)
+}
+
+/// A cast of a literal to a float type as a float literal: `CAST(2 AS
+/// DOUBLE)`, which type coercion writes, as `2.0`, and `CAST('NaN' AS
+/// DOUBLE)` as the NaN it is in DataFusion (engines read such text
+/// differently: SQLite reads it as 0).
+fn fold_literal_cast(expr: Expr) -> Transformed<Expr> {
+    if let Expr::Cast(Cast { expr: inner, field }) = &expr {
+        if let Expr::Literal(value, _) = inner.as_ref() {
+            let target = field.data_type();
+            if target.is_floating() && !value.is_null() {
+                if let Ok(folded) = value.cast_to(target) {
+                    return Transformed::yes(Expr::Literal(folded, None));
+                }
+            }
+        }
+    }
+    Transformed::no(expr)
+}
+
+/// One node, its children already spelled, as `dialect` spells it.
+fn spell(expr: Expr, schema: &DFSchema, dialect: Dialect) -> Result<Transformed<Expr>> {
+    let type_of = |e: &Expr| e.get_type(schema);
+    match expr {
+        Expr::ScalarFunction(ScalarFunction { func, args })
+            if !func.inner().is::<EngineFunction>() =>
+        {
+            match dialect.spelling(func.name(), args.len())? {
+                Spelling::Same => Ok(Transformed::no(Expr::ScalarFunction(ScalarFunction {
+                    func,
+                    args,
+                }))),
+                Spelling::Named(spelled) => Ok(Transformed::yes(engine_function(spelled, args))),
+                Spelling::NamedAsDouble(spelled) => Ok(Transformed::yes(cast(
+                    engine_function(spelled, args),
+                    DataType::Float64,
+                ))),
+                Spelling::Written(write) => write(args).map(Transformed::yes),
+                Spelling::Missing => Err(dialect.no_spelling(format_args!("'{}'", func.name()))),
+            }
+        }
+        Expr::BinaryExpr(BinaryExpr { left, op, right })
+            if respelled_operator(op, &type_of(&left)?, &type_of(&right)?) =>
+        {
+            let (symbol, operands) = match op {
+                Operator::Modulo => ("%", "non-integer"),
+                _ => ("/", "integer"),
+            };
+            let spelling = dialect.spelling(symbol, 2).map_err(|_| {
+                dialect.no_spelling(format_args!("'{symbol}' of {operands} operands"))
+            })?;
+            match spelling {
+                Spelling::Same => Ok(Transformed::no(Expr::BinaryExpr(BinaryExpr::new(
+                    left, op, right,
+                )))),
+                Spelling::Named(spelled) => Ok(Transformed::yes(engine_function(
+                    spelled,
+                    vec![*left, *right],
+                ))),
+                _ => Err(dialect.no_spelling(format_args!("'{symbol}' of {operands} operands"))),
+            }
+        }
+        Expr::BinaryExpr(BinaryExpr { ref op, .. }) if !written_everywhere(op) => {
+            Err(dialect.no_spelling(format_args!("the operator '{op}'")))
+        }
+        Expr::Cast(Cast { expr: inner, field }) => {
+            let inner = truncated_if_rounded(*inner, field.data_type(), schema, dialect)?;
+            Ok(Transformed::yes(Expr::Cast(Cast::new_from_field(
+                Box::new(inner),
+                field,
+            ))))
+        }
+        Expr::TryCast(TryCast { expr: inner, field }) => {
+            let inner = truncated_if_rounded(*inner, field.data_type(), schema, dialect)?;
+            if dialect.has_try_cast() {
+                Ok(Transformed::yes(Expr::TryCast(TryCast::new_from_field(
+                    Box::new(inner),
+                    field,
+                ))))
+            } else if field.data_type().is_floating() && type_of(&inner)?.is_numeric() {
+                // A cast from a number to a float cannot fail, so it needs no TRY.
+                Ok(Transformed::yes(Expr::Cast(Cast::new_from_field(
+                    Box::new(inner),
+                    field,
+                ))))
+            } else {
+                Err(dialect.no_spelling(format_args!("TRY_CAST to {}", field.data_type())))
+            }
+        }
+        Expr::Column(_)
+        | Expr::Literal(..)
+        | Expr::Alias(_)
+        | Expr::BinaryExpr(_)
+        | Expr::ScalarFunction(_)
+        | Expr::Not(_)
+        | Expr::Negative(_)
+        | Expr::IsNull(_)
+        | Expr::IsNotNull(_)
+        | Expr::IsTrue(_)
+        | Expr::IsFalse(_)
+        | Expr::IsNotTrue(_)
+        | Expr::IsNotFalse(_)
+        | Expr::IsUnknown(_)
+        | Expr::IsNotUnknown(_)
+        | Expr::Between(_)
+        | Expr::InList(_)
+        | Expr::Case(_) => Ok(Transformed::no(expr)),
+        other => Err(dialect.no_spelling(format_args!(
+            "the {} expression `{other}`",
+            other.variant_name()
+        ))),
+    }
+}
+
+/// `inner`, the operand of a cast to `target`, truncated first where the
+/// engine would round it to an integer: DataFusion truncates.
+fn truncated_if_rounded(
+    inner: Expr,
+    target: &DataType,
+    schema: &DFSchema,
+    dialect: Dialect,
+) -> Result<Expr> {
+    let rounds = dialect.rounds_float_to_integer_casts()
+        && target.is_integer()
+        && fractional(&inner.get_type(schema)?);
+    Ok(if rounds { trunc(vec![inner]) } else { inner })
+}
+
+/// Whether values of `data_type` may have a fractional part.
+fn fractional(data_type: &DataType) -> bool {
+    data_type.is_floating() || data_type.is_decimal()
+}
+
+/// Whether `op` over operands of these types is one an engine may spell
+/// differently: the remainder of non-integers, or the quotient of integers.
+fn respelled_operator(op: Operator, left: &DataType, right: &DataType) -> bool {
+    let integers = left.is_integer() && right.is_integer();
+    match op {
+        Operator::Modulo => !integers,
+        Operator::Divide => integers,
+        _ => false,
+    }
+}
+
+/// Whether every engine here writes `op` as DataFusion does, with its meaning.
+fn written_everywhere(op: &Operator) -> bool {
+    use Operator::*;
+    matches!(
+        op,
+        Plus | Minus
+            | Multiply
+            | Divide
+            | Modulo
+            | Eq
+            | NotEq
+            | Lt
+            | LtEq
+            | Gt
+            | GtEq
+            | And
+            | Or
+            | IsDistinctFrom
+            | IsNotDistinctFrom
+    )
+}
+
 /// Prints a plan as one SQL query.
 pub fn plan_to_sql(plan: &LogicalPlan) -> Result<String> {
-    let plan = plan
-        .clone()
-        .transform_up_with_subqueries(|node| node.map_expressions(spell_non_finite_in_place))?
-        .data;
-    let mut chain = Chain::default();
-    let root = chain.flatten(plan)?;
-    let root = unparse(&root)?;
-    if chain.tables.is_empty() {
-        return Ok(root);
-    }
-    let tables: Vec<String> = chain
-        .tables
-        .iter()
-        .map(|(name, body)| format!("{name} AS ({body})"))
-        .collect();
-    Ok(format!("WITH {} {root}", tables.join(", ")))
+    with_room(|| {
+        let plan = plan
+            .clone()
+            .transform_up_with_subqueries(|node| {
+                node.map_expressions(|e| {
+                    spell_non_finite(e, Dialect::DataFusion).map(Transformed::yes)
+                })
+            })?
+            .data;
+        let mut chain = Chain::default();
+        let root = chain.flatten(plan)?;
+        let root = unparse(&root)?;
+        if chain.tables.is_empty() {
+            return Ok(root);
+        }
+        let tables: Vec<String> = chain
+            .tables
+            .iter()
+            .map(|(name, body)| format!("{name} AS ({body})"))
+            .collect();
+        Ok(format!("WITH {} {root}", tables.join(", ")))
+    })
 }
 
 fn unparse(plan: &LogicalPlan) -> Result<String> {
-    let mut statement = Unparser::default().with_pretty(true).plan_to_sql(plan)?;
+    let mut statement = Unparser::new(&DataFusionDialect)
+        .with_pretty(true)
+        .plan_to_sql(plan)?;
     separate_signs(&mut statement);
     Ok(statement.to_string())
 }
@@ -69,6 +290,7 @@ struct Chain {
 impl Chain {
     /// `plan` with every input that has columns of its own names replaced by
     /// a scan of its table expression.
+    #[recursive::recursive]
     fn flatten(&mut self, plan: LogicalPlan) -> Result<LogicalPlan> {
         let plan = plan
             .map_children(|child| {
@@ -99,6 +321,26 @@ impl Chain {
     }
 }
 
+/// DataFusion's SQL, as DataFusion's own default unparser dialect writes it:
+/// identifiers are quoted when they are keywords, hold upper-case letters (the
+/// parser would lower-case them) or anything but letters, digits and `_`.
+/// The default dialect decides this with a regular expression compiled anew
+/// for every identifier; this one reads the characters.
+pub(super) struct DataFusionDialect;
+
+impl UnparserDialect for DataFusionDialect {
+    fn identifier_quote_style(&self, identifier: &str) -> Option<char> {
+        let mut chars = identifier.chars();
+        let plain = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        let upper = identifier.to_ascii_uppercase();
+        let keyword = upper != "ID" && ALL_KEYWORDS.binary_search(&upper.as_str()).is_ok();
+        (keyword || !plain).then_some('"')
+    }
+}
+
 /// Whether a relation can be its own table expression: a projection whose
 /// columns are all unqualified, so whoever reads them names them alone.
 fn stands_alone(plan: &LogicalPlan) -> bool {
@@ -109,12 +351,9 @@ fn stands_alone(plan: &LogicalPlan) -> bool {
             .all(|(qualifier, _)| qualifier.is_none())
 }
 
-fn spell_non_finite_in_place(expr: Expr) -> Result<Transformed<Expr>> {
-    spell_non_finite(expr).map(Transformed::yes)
-}
-
-/// `expr` with every non-finite float literal written as a cast from text.
-fn spell_non_finite(expr: Expr) -> Result<Expr> {
+/// `expr` with every non-finite float literal written as `dialect` reads
+/// it: a cast from text, or (SQLite) left for [`write_infinities_as_overflow`].
+fn spell_non_finite(expr: Expr, dialect: Dialect) -> Result<Expr> {
     expr.transform_up(|e| {
         let (value, data_type) = match &e {
             Expr::Literal(ScalarValue::Float64(Some(v)), _) if !v.is_finite() => {
@@ -125,16 +364,43 @@ fn spell_non_finite(expr: Expr) -> Result<Expr> {
             }
             _ => return Ok(Transformed::no(e)),
         };
-        let text = if value.is_nan() {
-            "NaN"
-        } else if value > 0.0 {
-            "inf"
-        } else {
-            "-inf"
-        };
-        Ok(Transformed::yes(cast(lit(text), data_type)))
+        match dialect.non_finite() {
+            NonFinite::Cast { infinity } => {
+                let text = if value.is_nan() {
+                    "NaN".to_string()
+                } else if value > 0.0 {
+                    infinity.to_string()
+                } else {
+                    format!("-{infinity}")
+                };
+                Ok(Transformed::yes(cast(lit(text), data_type)))
+            }
+            NonFinite::Overflow if value.is_nan() => Err(dialect.no_spelling("NaN")),
+            NonFinite::Overflow => Ok(Transformed::no(e)),
+        }
     })
     .map(|t| t.data)
+}
+
+/// The unparser's `inf` and `-inf` as `9e999` and `-9e999`, numbers too large
+/// for a double, which SQLite reads as infinities.
+fn write_infinities_as_overflow<T: VisitMut>(tree: &mut T) {
+    let overflow = || ast::Expr::value(ast::Value::Number("9e999".to_string(), false));
+    let _ = visit_expressions_mut(tree, |e| {
+        if let ast::Expr::Value(value) = e {
+            match &value.value {
+                ast::Value::Number(n, _) if n == "inf" => *e = overflow(),
+                ast::Value::Number(n, _) if n == "-inf" => {
+                    *e = ast::Expr::UnaryOp {
+                        op: UnaryOperator::Minus,
+                        expr: Box::new(overflow()),
+                    }
+                }
+                _ => {}
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }
 
 /// Puts the operand of every unary sign that would print right after another

@@ -5,36 +5,57 @@ use datafusion_common::{plan_err, Result};
 use datafusion_expr::Expr;
 
 use crate::marker::Derivative;
+use crate::options::AutogradOptions;
 use crate::reals::ColumnTypes;
+use crate::stack::with_room;
 
 pub(crate) mod bridge;
+pub(crate) mod dialect;
 mod emit;
 pub(crate) mod plan;
 
+pub use dialect::Dialect;
 pub use emit::plan_to_sql;
 pub(crate) use emit::to_sql;
 pub(crate) use plan::plan_scalar;
 
 /// The derivative of the SQL scalar expression `expr_sql` with respect to the
-/// column `wrt`, as SQL.
+/// column `wrt`, as SQL for the engine `dialect`.
 ///
-/// Every identifier is a free DOUBLE variable (qualified names such as `a.x`
-/// keep their qualifier); functions are DataFusion's built-ins plus the
-/// markers, so nested `grad`/`jvp`/`vjp` calls give higher derivatives.
+/// The expression is read as DataFusion SQL: every identifier is a free
+/// DOUBLE variable (qualified names such as `a.x` keep their qualifier);
+/// functions are DataFusion's built-ins plus the markers, so nested
+/// `grad`/`jvp`/`vjp` calls give higher derivatives. The derivative is
+/// written for `dialect` to compute what DataFusion would; a function the
+/// engine has no spelling for is an error that names it.
 ///
 /// ```
-/// use datafusion_autograd::differentiate_sql;
+/// use datafusion_autograd::{differentiate_sql, Dialect};
 ///
-/// assert_eq!(differentiate_sql("x * x + 3 * y", "x").unwrap(), "x + x");
-/// assert_eq!(differentiate_sql("sin(2 * x)", "x").unwrap(), "cos(2 * x) * 2.0");
+/// assert_eq!(differentiate_sql("x * x + 3 * y", "x", Dialect::DataFusion).unwrap(), "x + x");
+/// assert_eq!(
+///     differentiate_sql("sin(2 * x)", "x", Dialect::DataFusion).unwrap(),
+///     "cos(2 * x) * 2.0"
+/// );
+/// assert_eq!(
+///     differentiate_sql("x * log2(y)", "x", Dialect::PostgreSql).unwrap(),
+///     r#"ln("y") / ln(2.0)"#
+/// );
+/// let e = differentiate_sql("sin(x % y)", "x", Dialect::PostgreSql).unwrap_err();
+/// assert!(e.to_string().contains("postgresql has no spelling for '%'"));
 /// ```
-pub fn differentiate_sql(expr_sql: &str, wrt: &str) -> Result<String> {
-    let (exprs, _) = plan_scalar(&[expr_sql, wrt])?;
-    let wrt = &exprs[1];
-    if !matches!(wrt, Expr::Column(_)) {
-        return plan_err!("the variable to differentiate by must be a column name, found `{wrt}`");
-    }
-    // Every free variable is a DOUBLE column, so the expression is real as written.
-    to_sql(&Derivative::Grad.expand(&exprs, ColumnTypes::Real)?)
+pub fn differentiate_sql(expr_sql: &str, wrt: &str, dialect: Dialect) -> Result<String> {
+    with_room(|| {
+        let (exprs, schema) = plan_scalar(&[expr_sql, wrt])?;
+        let wrt = &exprs[1];
+        if !matches!(wrt, Expr::Column(_)) {
+            return plan_err!(
+                "the variable to differentiate by must be a column name, found `{wrt}`"
+            );
+        }
+        // Every free variable is a DOUBLE column, so the expression is real as written.
+        let options = AutogradOptions::default();
+        let derivative = Derivative::Grad.expand(&exprs, ColumnTypes::Real, &options)?;
+        emit::to_dialect_sql(&derivative, &schema, dialect)
+    })
 }
-

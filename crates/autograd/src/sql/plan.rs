@@ -5,6 +5,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use datafusion::catalog::view::ViewTable;
+use datafusion::datasource::provider_as_source;
 use datafusion::execution::SessionStateDefaults;
 use datafusion::functions_aggregate::all_default_aggregate_functions;
 use datafusion::functions_window::all_default_window_functions;
@@ -25,16 +27,34 @@ use datafusion_sql::sqlparser::tokenizer::Token;
 
 use crate::functions::scalar_functions;
 
-/// The analyzed plan of the query `sql` over the tables `tables` knows.
-pub(crate) fn plan_query(sql: &str, tables: TableSchemas) -> Result<LogicalPlan> {
-    let invalid = |e: &dyn std::fmt::Display| plan_datafusion_err!("invalid SQL query: {e}");
-    let mut statements = Parser::parse_sql(&GenericDialect {}, sql).map_err(|e| invalid(&e))?;
-    let (Some(statement), true) = (statements.pop(), statements.is_empty()) else {
-        return plan_err!("expected one SQL query, found {} statements", statements.len() + 1);
-    };
-    let context = SqlContext::new(Some(tables));
-    let plan = SqlToRel::new(&context).sql_statement_to_plan(statement)?;
+/// How deeply SQL text read here may nest (the parser's recursion limit; its
+/// recursion grows the stack as it goes, so the limit is about time, not
+/// room). DataFusion's own default, `datafusion.sql_parser.recursion_limit`,
+/// is 50.
+pub const MAX_SQL_NESTING: usize = 10_000;
+
+/// The analyzed plan of the query `sql` over the relations `catalog` knows.
+pub(crate) fn plan_query(sql: &str, catalog: Catalog) -> Result<LogicalPlan> {
+    let context = SqlContext::new(Some(catalog));
+    let plan = plan_statement(sql, &context)?;
     Analyzer::new().execute_and_check(plan, &context.options, |_, _| {})
+}
+
+/// The plan of the one statement `sql`, unanalyzed.
+fn plan_statement(sql: &str, context: &SqlContext) -> Result<LogicalPlan> {
+    let invalid = |e: &dyn std::fmt::Display| plan_datafusion_err!("invalid SQL query: {e}");
+    let mut statements = Parser::new(&GenericDialect {})
+        .with_recursion_limit(MAX_SQL_NESTING)
+        .try_with_sql(sql)
+        .and_then(|mut parser| parser.parse_statements())
+        .map_err(|e| invalid(&e))?;
+    let (Some(statement), true) = (statements.pop(), statements.is_empty()) else {
+        return plan_err!(
+            "expected one SQL query, found {} statements",
+            statements.len() + 1
+        );
+    };
+    SqlToRel::new(context).sql_statement_to_plan(statement)
 }
 
 /// Plans SQL scalar expressions over their free variables, which become the
@@ -59,6 +79,7 @@ fn parse_expr(sql: &str) -> Result<ast::Expr> {
     let invalid =
         |e: &dyn std::fmt::Display| plan_datafusion_err!("invalid SQL expression `{sql}`: {e}");
     let mut parser = Parser::new(&GenericDialect {})
+        .with_recursion_limit(MAX_SQL_NESTING)
         .try_with_sql(sql)
         .map_err(|e| invalid(&e))?;
     let expr = parser.parse_expr().map_err(|e| invalid(&e))?;
@@ -110,9 +131,18 @@ fn free_variables(exprs: &[ast::Expr]) -> Result<DFSchema> {
     DFSchema::new_with_metadata(fields, HashMap::new())
 }
 
-/// The schema of a table, by the name a query gives it; `None` when there
-/// is no such table.
-pub type TableSchemas<'a> = &'a dyn Fn(&TableReference) -> Result<Option<SchemaRef>>;
+/// A relation a host knows by name.
+#[derive(Clone, Debug)]
+pub enum Relation {
+    /// A table, known by its schema.
+    Table(SchemaRef),
+    /// A view, known by the SQL query that defines it.
+    View(String),
+}
+
+/// The relations of a host, by the name a query gives them; `None` when
+/// there is no such relation.
+pub type Catalog<'a> = &'a dyn Fn(&TableReference) -> Result<Option<Relation>>;
 
 /// What the SQL planner may resolve: DataFusion's built-in functions and the
 /// markers, and the tables `tables` knows, if any.
@@ -121,7 +151,7 @@ struct SqlContext<'a> {
     aggregates: HashMap<String, Arc<AggregateUDF>>,
     windows: HashMap<String, Arc<WindowUDF>>,
     planners: Vec<Arc<dyn ExprPlanner>>,
-    tables: Option<TableSchemas<'a>>,
+    tables: Option<Catalog<'a>>,
     options: ConfigOptions,
 }
 
@@ -137,14 +167,16 @@ fn by_name<F>(udfs: Vec<Arc<F>>, names: impl Fn(&F) -> Vec<String>) -> HashMap<S
 }
 
 impl<'a> SqlContext<'a> {
-    fn new(tables: Option<TableSchemas<'a>>) -> Self {
+    fn new(tables: Option<Catalog<'a>>) -> Self {
         let named = |name: &str, aliases: &[String]| {
             std::iter::once(name.to_string())
                 .chain(aliases.iter().cloned())
                 .collect::<Vec<_>>()
         };
         Self {
-            functions: by_name(scalar_functions(), |f: &ScalarUDF| named(f.name(), f.aliases())),
+            functions: by_name(scalar_functions(), |f: &ScalarUDF| {
+                named(f.name(), f.aliases())
+            }),
             aggregates: by_name(all_default_aggregate_functions(), |f: &AggregateUDF| {
                 named(f.name(), f.aliases())
             }),
@@ -164,7 +196,17 @@ impl ContextProvider for SqlContext<'_> {
             return plan_err!("a scalar expression cannot read the table {name}");
         };
         match tables(&name)? {
-            Some(schema) => Ok(Arc::new(LogicalTableSource::new(schema))),
+            Some(Relation::Table(schema)) => Ok(Arc::new(LogicalTableSource::new(schema))),
+            // A view's query is planned here, so that the planner inlines it
+            // and what it reads is seen.
+            Some(Relation::View(sql)) => {
+                let plan = plan_statement(&sql, self)
+                    .map_err(|e| e.context(format!("planning the view {name}")))?;
+                Ok(provider_as_source(Arc::new(ViewTable::new(
+                    plan,
+                    Some(sql),
+                ))))
+            }
             None => plan_err!("table '{name}' not found"),
         }
     }

@@ -4,7 +4,7 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::optimizer::Optimizer;
 use datafusion::prelude::SessionContext;
 
-use crate::common::{context, error, register};
+use crate::common::{context, error, register, rows};
 
 fn with_points() -> SessionContext {
     let ctx = context();
@@ -130,4 +130,85 @@ async fn a_marker_reaching_execution_explains_itself() {
         e.contains("grad() reached execution: the host did not call the function's simplify hook"),
         "{e}"
     );
+}
+
+/// The tenth derivative of tan(exp(x)) grows past any sensible size: forming
+/// it stops at the limit, with an error that names the size and the limit.
+#[tokio::test]
+async fn derivatives_past_the_size_limit_are_an_error() {
+    let ctx = with_points();
+    let mut f = "tan(exp(x))".to_string();
+    for _ in 0..10 {
+        f = format!("grad({f}, x)");
+    }
+    let e = error(&ctx, &format!("SELECT {f} FROM pts")).await;
+    assert!(
+        e.contains("expression nodes, past the limit of 100000 (autograd.max_derivative_nodes)"),
+        "{e}"
+    );
+
+    // The limit is a session option.
+    rows(&ctx, "SET autograd.max_derivative_nodes = 8").await;
+    let e = error(&ctx, "SELECT grad(x * x * x * y, x) FROM pts").await;
+    assert!(
+        e.contains("past the limit of 8 (autograd.max_derivative_nodes)"),
+        "{e}"
+    );
+    rows(&ctx, "SET autograd.max_derivative_nodes = 1000").await;
+    let got =
+        crate::common::column(&ctx, "SELECT grad(x * x * x * y, x) FROM pts ORDER BY id").await;
+    assert_eq!(got, vec![3.0 * 1.0 * 3.0, 3.0 * 4.0 * 4.0]);
+}
+
+/// Expressions nested thousands deep do not exhaust the stack: in the
+/// planner (a DataFrame projection, aliased — DataFusion names an unaliased
+/// column after its expression, recursively, and that alone exhausts a test
+/// thread's stack at this depth) and in the engine, where the derivative of
+/// the deepest is refused by its size.
+#[tokio::test]
+async fn deep_expressions_do_not_exhaust_the_stack() {
+    use datafusion::prelude::col;
+    use datafusion_autograd::expr_fn::grad;
+    use datafusion_common::Column;
+    use datafusion_functions::math::expr_fn::sin;
+
+    let nested = |depth: usize| (0..depth).fold(col("x"), |f, _| sin(f));
+    let ctx = with_points();
+    let df = ctx
+        .table("pts")
+        .await
+        .unwrap()
+        .select(vec![grad(nested(150), col("x")).alias("d")])
+        .unwrap();
+    let (mut x, mut d) = (1.0_f64, 1.0_f64);
+    for _ in 0..150 {
+        d *= x.cos();
+        x = x.sin();
+    }
+    let got = df.collect().await.unwrap();
+    let got = got[0]
+        .column(0)
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Float64Array>()
+        .unwrap()
+        .value(0);
+    assert!((got - d).abs() <= 1e-12 * d.abs(), "{got} vs {d}");
+
+    // Deep enough to need room of its own to be built and dropped at all.
+    stacker::grow(256 * 1024 * 1024, || {
+        let x = Column::from_name("x");
+        let e = datafusion_autograd::differentiate(&nested(5_000), &x)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("past the limit of 100000"), "{e}");
+        let e = datafusion_autograd::differentiate(&nested(20_000), &x)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(
+                "nests 20001 levels deep, past the limit of 10000 (autograd.max_expression_depth)"
+            ),
+            "{e}"
+        );
+    });
 }

@@ -6,6 +6,8 @@
 mod common;
 
 mod dataframe;
+mod dialects;
+mod documentation;
 mod errors;
 mod plan_shapes;
 mod random_trees;

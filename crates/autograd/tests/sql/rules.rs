@@ -7,14 +7,14 @@ use std::f64::consts::{LN_10, LN_2, PI};
 
 use crate::common::{assert_close, column, context, register, Rng};
 
-struct Case {
+pub struct Case {
     /// The primitive this case exercises, as named in `primitives()`.
-    primitive: &'static str,
-    f: &'static str,
-    wrt: &'static str,
-    x: (f64, f64),
-    y: (f64, f64),
-    d: fn(f64, f64) -> f64,
+    pub primitive: &'static str,
+    pub f: &'static str,
+    pub wrt: &'static str,
+    pub x: (f64, f64),
+    pub y: (f64, f64),
+    pub d: fn(f64, f64) -> f64,
 }
 
 const ANY: (f64, f64) = (-2.0, 2.0);
@@ -47,7 +47,7 @@ fn sign(v: f64) -> f64 {
     }
 }
 
-fn cases() -> Vec<Case> {
+pub fn cases() -> Vec<Case> {
     vec![
         // arithmetic
         case("+", "x + y", "x", ANY, ANY, |_, _| 1.0),

@@ -1,6 +1,6 @@
 //! `differentiate_sql`: derivative SQL that evaluates to the right numbers.
 
-use datafusion_autograd::{differentiate_sql, rewrite_sql};
+use datafusion_autograd::{differentiate_sql, rewrite_sql, Dialect};
 
 use crate::common::{assert_close, column, context, register, rows};
 
@@ -42,7 +42,7 @@ async fn derivative_sql_evaluates_to_the_derivative() {
         ("atan2(y, X)", "x", |x, y| -y / (x * x + y * y)),
     ];
     for (f, wrt, d) in cases {
-        let sql = differentiate_sql(f, wrt).unwrap();
+        let sql = differentiate_sql(f, wrt, Dialect::DataFusion).unwrap();
         assert!(!sql.contains("grad"), "{sql}");
         let got = column(&ctx, &format!("SELECT {sql} FROM pts ORDER BY id")).await;
         for i in 0..xs.len() {
@@ -58,28 +58,43 @@ async fn derivative_sql_evaluates_to_the_derivative() {
 
 #[test]
 fn output_is_small_and_readable() {
-    assert_eq!(differentiate_sql("x * x + 3 * y", "x").unwrap(), "x + x");
-    assert_eq!(differentiate_sql("y", "x").unwrap(), "0.0");
-    assert_eq!(differentiate_sql("t.x * s.x", "s.x").unwrap(), "t.x");
     assert_eq!(
-        differentiate_sql(r#""Speed" * 2"#, r#""Speed""#).unwrap(),
+        differentiate_sql("x * x + 3 * y", "x", Dialect::DataFusion).unwrap(),
+        "x + x"
+    );
+    assert_eq!(
+        differentiate_sql("y", "x", Dialect::DataFusion).unwrap(),
+        "0.0"
+    );
+    assert_eq!(
+        differentiate_sql("t.x * s.x", "s.x", Dialect::DataFusion).unwrap(),
+        "t.x"
+    );
+    assert_eq!(
+        differentiate_sql(r#""Speed" * 2"#, r#""Speed""#, Dialect::DataFusion).unwrap(),
         "2.0"
     );
 }
 
 #[test]
 fn sql_errors_name_the_problem() {
-    let e = differentiate_sql("x +", "x").unwrap_err().to_string();
+    let e = differentiate_sql("x +", "x", Dialect::DataFusion)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("invalid SQL expression `x +`"), "{e}");
-    let e = differentiate_sql("x x", "x").unwrap_err().to_string();
+    let e = differentiate_sql("x x", "x", Dialect::DataFusion)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("unexpected `x` after the expression"), "{e}");
-    let e = differentiate_sql("x * 2", "x + 1").unwrap_err().to_string();
+    let e = differentiate_sql("x * 2", "x + 1", Dialect::DataFusion)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("must be a column name"), "{e}");
-    let e = differentiate_sql("nanvl(x, 1)", "x")
+    let e = differentiate_sql("nanvl(x, 1)", "x", Dialect::DataFusion)
         .unwrap_err()
         .to_string();
     assert!(e.contains("no derivative rule for 'nanvl'"), "{e}");
-    let e = differentiate_sql("no_such_fn(x)", "x")
+    let e = differentiate_sql("no_such_fn(x)", "x", Dialect::DataFusion)
         .unwrap_err()
         .to_string();
     assert!(e.contains("no_such_fn"), "{e}");
@@ -96,7 +111,9 @@ async fn rewritten_sql_runs_on_a_context_without_the_markers() {
     let sql = "SELECT grad(CASE label WHEN 'a' THEN x * x ELSE i / 2 END, x) \
                       + grad(CASE WHEN label = 'a' THEN i / 2 END, i) AS d \
                FROM t ORDER BY id -- grad(y, y)";
-    let rewritten = rewrite_sql(sql, &|_| Ok(None)).unwrap();
+    let rewritten = rewrite_sql(sql, &|_| Ok(None), &Default::default())
+        .unwrap()
+        .sql;
     assert!(
         rewritten.ends_with(" AS d FROM t ORDER BY id -- grad(y, y)"),
         "{rewritten}"
@@ -133,12 +150,14 @@ async fn signs_and_non_finite_constants_read_back() {
         ("x * 1e200 * 1e200", "x", |_, _| f64::INFINITY),
     ];
     for (f, wrt, d) in cases {
-        let derivative = differentiate_sql(f, wrt).unwrap();
+        let derivative = differentiate_sql(f, wrt, Dialect::DataFusion).unwrap();
         assert!(!derivative.contains("--"), "{derivative}");
         let marker = format!("SELECT grad({f}, {wrt}) FROM pts ORDER BY id");
         for sql in [
             format!("SELECT {derivative} FROM pts ORDER BY id"),
-            rewrite_sql(&marker, &|_| Ok(None)).unwrap(),
+            rewrite_sql(&marker, &|_| Ok(None), &Default::default())
+                .unwrap()
+                .sql,
         ] {
             let got = column(&ctx, &sql).await;
             for i in 0..xs.len() {

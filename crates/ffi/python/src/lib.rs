@@ -5,20 +5,23 @@
 //! differentiation of serialized expressions. All logic lives in the Rust
 //! crates; this module only converts.
 
-use datafusion_autograd::{differentiate_sql, udf, ColumnTypes, Derivative};
+use datafusion_autograd::{
+    differentiate_sql, udf, AutogradOptions, ColumnTypes, Derivative, Dialect, Relation,
+};
 use datafusion_autograd_ffi::codec::{expr_from_bytes, expr_to_bytes};
+use datafusion_autograd_ffi::nesting::nesting;
 use datafusion_autograd_ffi::panics::catch_panic;
 use datafusion_autograd_ffi::FFI_SimplifyingScalarUDF;
 use std::sync::Arc;
 
-use datafusion_common::arrow::datatypes::{Schema, SchemaRef};
+use datafusion_common::arrow::datatypes::Schema;
 use datafusion_common::arrow::ffi::FFI_ArrowSchema;
 use datafusion_common::{plan_datafusion_err, plan_err, DataFusionError, TableReference};
 use datafusion_ffi::udf::FFI_ScalarUDF;
 use pyo3::create_exception;
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyCapsule};
+use pyo3::types::{PyBytes, PyCapsule, PyDict};
 
 create_exception!(
     _native,
@@ -58,7 +61,11 @@ macro_rules! marker_class {
                 &self,
                 py: Python<'py>,
             ) -> PyResult<Bound<'py, PyCapsule>> {
-                PyCapsule::new_with_value(py, FFI_ScalarUDF::from(udf($marker)), c"datafusion_scalar_udf")
+                PyCapsule::new_with_value(
+                    py,
+                    FFI_ScalarUDF::from(udf($marker)),
+                    c"datafusion_scalar_udf",
+                )
             }
 
             /// The marker with its simplify slot, for hosts that speak the
@@ -85,25 +92,42 @@ marker_class!(
     GradUDF,
     "GradUDF",
     Derivative::Grad,
-    concat!("`grad(expression, column)`: ", datafusion_autograd::marker_summary!(grad))
+    concat!(
+        "`grad(expression, column)`: ",
+        datafusion_autograd::marker_summary!(grad)
+    )
 );
 marker_class!(
     JvpUDF,
     "JvpUDF",
     Derivative::Jvp,
-    concat!("`jvp(expression, column, tangent)`: ", datafusion_autograd::marker_summary!(jvp))
+    concat!(
+        "`jvp(expression, column, tangent)`: ",
+        datafusion_autograd::marker_summary!(jvp)
+    )
 );
 marker_class!(
     VjpUDF,
     "VjpUDF",
     Derivative::Vjp,
-    concat!("`vjp(expression, column, cotangent)`: ", datafusion_autograd::marker_summary!(vjp))
+    concat!(
+        "`vjp(expression, column, cotangent)`: ",
+        datafusion_autograd::marker_summary!(vjp)
+    )
 );
 
 /// What the marker called `name` computes, in one line.
 #[pyfunction]
 fn summary(name: &str) -> PyResult<&'static str> {
     marker(name).map(Derivative::summary).map_err(py_err)
+}
+
+/// The engine's options, with the size limit given or the default.
+fn options(max_derivative_nodes: Option<usize>) -> AutogradOptions {
+    max_derivative_nodes.map_or_else(
+        AutogradOptions::default,
+        AutogradOptions::with_max_derivative_nodes,
+    )
 }
 
 fn marker(name: &str) -> datafusion_common::Result<Derivative> {
@@ -113,40 +137,108 @@ fn marker(name: &str) -> datafusion_common::Result<Derivative> {
     }
 }
 
-/// The derivative of a SQL expression with respect to a column, as SQL.
+/// DataFusion's documentation of the marker called `name`: description,
+/// syntax, sql_example and arguments (name, description pairs).
 #[pyfunction]
-fn differentiate(expr_sql: &str, wrt: &str) -> PyResult<String> {
-    engine("differentiate", || differentiate_sql(expr_sql, wrt))
+fn documentation<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyDict>> {
+    let udf = udf(marker(name).map_err(py_err)?);
+    let Some(doc) = udf.documentation() else {
+        return Err(py_err(plan_datafusion_err!("{name} has no documentation")));
+    };
+    let fields = PyDict::new(py);
+    fields.set_item("description", &doc.description)?;
+    fields.set_item("syntax", &doc.syntax_example)?;
+    fields.set_item("sql_example", &doc.sql_example)?;
+    fields.set_item("arguments", doc.arguments.clone().unwrap_or_default())?;
+    Ok(fields)
+}
+
+/// The derivative of a SQL expression with respect to a column, as SQL for
+/// the engine `dialect` (see `DIALECTS`).
+#[pyfunction]
+#[pyo3(signature = (expr_sql, wrt, dialect="datafusion"))]
+fn differentiate(expr_sql: &str, wrt: &str, dialect: &str) -> PyResult<String> {
+    let dialect: Dialect = dialect.parse().map_err(py_err)?;
+    engine("differentiate", || differentiate_sql(expr_sql, wrt, dialect))
+}
+
+/// The names of the functions and operators with a derivative rule.
+#[pyfunction]
+fn primitives() -> Vec<&'static str> {
+    datafusion_autograd::primitives().collect()
+}
+
+/// A statement for a host that never calls `simplify`: run `stages` first,
+/// then `sql`, and deregister `tables` afterwards.
+#[pyclass(module = "datafusion_autograd._native", frozen, get_all)]
+struct Rewritten {
+    stages: Vec<String>,
+    sql: String,
+    tables: Vec<String>,
+}
+
+#[pymethods]
+impl Rewritten {
+    fn __repr__(&self) -> String {
+        format!(
+            "Rewritten(sql={:?}, {} stage(s))",
+            self.sql,
+            self.stages.len()
+        )
+    }
 }
 
 /// `sql` with every grad/jvp/vjp call replaced by its derivative, and every
 /// `gradient(...)` call by the query that computes it; `tables(name)` gives a
-/// table's pyarrow schema, or None when there is no such table.
+/// table's pyarrow schema, a view's SQL, or None when there is no such table.
 #[pyfunction]
-#[pyo3(signature = (sql, tables=None))]
-fn rewrite_sql(sql: &str, tables: Option<Bound<'_, PyAny>>) -> PyResult<String> {
-    let schemas = |table: &TableReference| schema_of(tables.as_ref(), table);
-    engine("rewrite_sql", || {
-        datafusion_autograd::rewrite_sql(sql, &schemas)
+#[pyo3(signature = (sql, tables=None, max_derivative_nodes=None))]
+fn rewrite_sql(
+    sql: &str,
+    tables: Option<Bound<'_, PyAny>>,
+    max_derivative_nodes: Option<usize>,
+) -> PyResult<Rewritten> {
+    let catalog = |table: &TableReference| relation(tables.as_ref(), table);
+    let options = options(max_derivative_nodes);
+    let rewritten = engine("rewrite_sql", || {
+        datafusion_autograd::rewrite_sql(sql, &catalog, &options)
+    })?;
+    Ok(Rewritten {
+        stages: rewritten.stages,
+        sql: rewritten.sql,
+        tables: rewritten.tables,
     })
 }
 
 /// The gradient of the loss query with respect to `wrt` ("table.column"), as
-/// one SQL query; `tables(name)` gives a table's pyarrow schema, or None.
+/// SQL; `tables(name)` gives a table's pyarrow schema, a view's SQL, or None.
 #[pyfunction]
-fn gradient_sql(loss: &str, wrt: &str, tables: Bound<'_, PyAny>) -> PyResult<String> {
-    let schemas = |table: &TableReference| schema_of(Some(&tables), table);
-    engine("gradient_sql", || {
-        datafusion_autograd::relational::gradient_sql(loss, wrt, &schemas)
+#[pyo3(signature = (loss, wrt, tables, max_derivative_nodes=None))]
+fn gradient_sql(
+    loss: &str,
+    wrt: &str,
+    tables: Bound<'_, PyAny>,
+    max_derivative_nodes: Option<usize>,
+) -> PyResult<Rewritten> {
+    let catalog = |table: &TableReference| relation(Some(&tables), table);
+    let options = options(max_derivative_nodes);
+    let staged = engine("gradient_sql", || {
+        datafusion_autograd::relational::gradient_sql(loss, wrt, &catalog, &options)
+    })?;
+    Ok(Rewritten {
+        stages: staged.stages,
+        sql: staged.query,
+        tables: staged.tables,
     })
 }
 
-/// The schema `tables` gives for `table`, read through the Arrow C data
-/// interface.
-fn schema_of(
+/// What `tables` gives for `table`: a view's SQL text (a `str`), or a
+/// table's schema (anything with `__arrow_c_schema__`, read through the
+/// Arrow C data interface).
+fn relation(
     tables: Option<&Bound<'_, PyAny>>,
     table: &TableReference,
-) -> datafusion_common::Result<Option<SchemaRef>> {
+) -> datafusion_common::Result<Option<Relation>> {
     let Some(tables) = tables else {
         return Ok(None);
     };
@@ -154,6 +246,9 @@ fn schema_of(
     let found = tables.call1((table.to_string(),)).map_err(failed)?;
     if found.is_none() {
         return Ok(None);
+    }
+    if let Ok(view) = found.extract::<String>() {
+        return Ok(Some(Relation::View(view)));
     }
     let capsule = found
         .call_method0("__arrow_c_schema__")
@@ -166,16 +261,23 @@ fn schema_of(
     // SAFETY: an "arrow_schema" capsule holds an ArrowSchema, valid while the
     // capsule lives; it is only read here.
     let ffi = unsafe { &*(pointer.as_ptr() as *const FFI_ArrowSchema) };
-    Ok(Some(Arc::new(Schema::try_from(ffi)?)))
+    Ok(Some(Relation::Table(Arc::new(Schema::try_from(ffi)?))))
 }
 
+/// How deeply PyPI datafusion's `Expr.from_bytes` decodes nested protobuf
+/// messages: prost's default limit, which that build keeps.
+const HOST_NESTING: usize = 100;
+
 /// Applies the marker `name` to serialized expressions and returns its
-/// derivative, serialized: the DataFrame API's `grad`/`jvp`/`vjp`.
+/// derivative, serialized: the DataFrame API's `grad`/`jvp`/`vjp`. A
+/// derivative the host could not decode is an error here.
 #[pyfunction]
+#[pyo3(signature = (name, args, max_derivative_nodes=None))]
 fn derivative<'py>(
     py: Python<'py>,
     name: &str,
     args: Vec<Vec<u8>>,
+    max_derivative_nodes: Option<usize>,
 ) -> PyResult<Bound<'py, PyBytes>> {
     let expand = || {
         let marker = marker(name)?;
@@ -183,7 +285,16 @@ fn derivative<'py>(
             .iter()
             .map(|a| expr_from_bytes(a))
             .collect::<Result<Vec<_>, _>>()?;
-        expr_to_bytes(&marker.expand(&args, ColumnTypes::Unknown)?)
+        let options = options(max_derivative_nodes);
+        let bytes = expr_to_bytes(&marker.expand(&args, ColumnTypes::Unknown, &options)?)?;
+        if let Err(depth) = nesting(&bytes, HOST_NESTING) {
+            return plan_err!(
+                "the derivative nests {depth} or more protobuf messages deep, and datafusion's \
+                 Expr.from_bytes reads at most {HOST_NESTING}; write the expression in SQL, \
+                 where the bridge has no such limit"
+            );
+        }
+        Ok(bytes)
     };
     Ok(PyBytes::new(py, &engine("derivative", expand)?))
 }
@@ -193,12 +304,18 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<GradUDF>()?;
     m.add_class::<JvpUDF>()?;
     m.add_class::<VjpUDF>()?;
+    m.add_class::<Rewritten>()?;
     m.add_function(wrap_pyfunction!(differentiate, m)?)?;
     m.add_function(wrap_pyfunction!(rewrite_sql, m)?)?;
     m.add_function(wrap_pyfunction!(gradient_sql, m)?)?;
     m.add_function(wrap_pyfunction!(derivative, m)?)?;
     m.add_function(wrap_pyfunction!(summary, m)?)?;
+    m.add_function(wrap_pyfunction!(documentation, m)?)?;
+    m.add_function(wrap_pyfunction!(primitives, m)?)?;
+    let dialects: Vec<&str> = Dialect::ALL.iter().map(|d| d.name()).collect();
+    m.add("DIALECTS", pyo3::types::PyTuple::new(m.py(), dialects)?)?;
     m.add("NOT_SIMPLIFIED", datafusion_autograd::NOT_SIMPLIFIED)?;
+    m.add("HOST_NESTING", HOST_NESTING)?;
     m.add("AutogradError", m.py().get_type::<AutogradError>())?;
     Ok(())
 }

@@ -17,7 +17,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::compute::cast as cast_array;
 use datafusion::arrow::datatypes::{DataType, Float64Type, Schema, TimeUnit};
 use datafusion::prelude::SessionContext;
-use datafusion_autograd::{expand_markers, udf, ColumnTypes, Derivative};
+use datafusion_autograd::{expand_markers, udf, AutogradOptions, ColumnTypes, Derivative};
 use datafusion_autograd_ffi::codec::{exprs_from_bytes, exprs_to_bytes, schema_from_bytes};
 use datafusion_autograd_ffi::panics::catch_panic;
 use datafusion_autograd_ffi::{FFI_SimplifyResult, FFI_SimplifyingScalarUDF};
@@ -165,7 +165,9 @@ impl NumericChecker {
         let Some(batch) = points(schema, rng) else {
             return not_applicable("the schema has a type the checker does not generate");
         };
-        let Ok(primal) = expand_markers(args[0].clone(), ColumnTypes::Schema(schema)) else {
+        let options = AutogradOptions::default();
+        let Ok(primal) = expand_markers(args[0].clone(), ColumnTypes::Schema(schema), &options)
+        else {
             return not_applicable("the primal's own markers do not expand");
         };
         let multiplier = match marker {

@@ -6,14 +6,15 @@
 
 use std::rc::Rc;
 
-use datafusion_common::Result;
+use datafusion_common::{Column, Result};
 use datafusion_expr::expr::AggregateFunction;
 use datafusion_expr::logical_plan::Aggregate;
-use datafusion_expr::{Expr, LogicalPlan};
+use datafusion_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 
 use super::{unsupported, Rule, Substitution};
 use crate::relational::activity::reads_active;
-use crate::relational::augment::{Augmented, Backprop, Bar, Layout};
+use crate::relational::augment::{selected, Augmented, Bar, Layout};
+use crate::relational::backprop::Backprop;
 use crate::relational::reductions::{spread, Reduced, Reduction};
 
 pub(super) const RULE: Rule = Rule {
@@ -68,30 +69,60 @@ fn reduction_of(node: &LogicalPlan, expr: &Expr) -> Result<Reduction> {
     };
     let name = f.func.name();
     let Some(reduction) = Reduction::of(name) else {
-        return unsupported(node, format!("the aggregate function `{name}` has no reverse rule"));
+        return unsupported(
+            node,
+            format!("the aggregate function `{name}` has no reverse rule"),
+        );
     };
     if f.params.distinct && reduction.is_differentiable() {
         return unsupported(node, format!("`{expr}` reduces DISTINCT values"));
     }
     if f.params.args.len() != 1 && reduction.is_differentiable() {
-        return unsupported(node, format!("`{expr}` takes {} arguments", f.params.args.len()));
+        return unsupported(
+            node,
+            format!("`{expr}` takes {} arguments", f.params.args.len()),
+        );
     }
     Ok(reduction)
 }
 
-/// An aggregate's rows are computed as they are; the reverse pass recomputes
-/// its input.
+/// The aggregate over its input's augmented plan, which is kept: the reverse
+/// rule reads it again.
 fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
-    let constant = bp.constant(node)?;
+    let agg = aggregate(node);
+    let input = bp.reduced_input(&agg.input)?;
+    let substitution = Substitution::new(agg.input.schema(), &input.out);
+    let out: Vec<_> = (0..node.schema().fields().len())
+        .map(|j| bp.out_name(node, j))
+        .collect();
+    let (group_names, aggr_names) = out.split_at(agg.group_expr.len());
+    let named = |exprs: &[Expr], names: &[Column]| {
+        exprs
+            .iter()
+            .zip(names)
+            .map(|(e, n)| {
+                Ok(substitution
+                    .apply(&e.clone().unalias())?
+                    .alias(n.name.clone()))
+            })
+            .collect::<Result<Vec<_>>>()
+    };
+    let plan = LogicalPlanBuilder::from(input.plan.clone())
+        .aggregate(
+            named(&agg.group_expr, group_names)?,
+            named(&agg.aggr_expr, aggr_names)?,
+        )?
+        .build()?;
     Ok(Augmented {
+        plan: selected(plan)?,
+        out,
         layout: Layout::Groups,
-        ..constant
     })
 }
 
 fn backward(bp: &Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
     let agg = aggregate(node);
-    let input = bp.forward(&agg.input)?;
+    let input = bp.reduced_input(&agg.input)?;
     let substitution = Substitution::new(agg.input.schema(), &input.out);
     let groups = agg.group_expr.len();
     let mut reduced = vec![];
@@ -135,7 +166,9 @@ fn backward(bp: &Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, B
         .map(Expr::Column)
         .collect();
     let active = bp.active(&agg.input)?;
-    Ok(spread(bp, input, &active, input_keys, &bar, bar_keys, reduced)?
-        .map(|input_bar| vec![(0, input_bar)])
-        .unwrap_or_default())
+    Ok(
+        spread(bp, input, &active, input_keys, &bar, bar_keys, reduced)?
+            .map(|input_bar| vec![(0, input_bar)])
+            .unwrap_or_default(),
+    )
 }

@@ -8,7 +8,8 @@ use datafusion_common::Result;
 use datafusion_expr::LogicalPlan;
 
 use super::Rule;
-use crate::relational::augment::{Augmented, Backprop, Bar, Layout};
+use crate::relational::augment::{Augmented, Bar, Layout};
+use crate::relational::backprop::Backprop;
 
 pub(super) const RULE: Rule = Rule {
     activity,

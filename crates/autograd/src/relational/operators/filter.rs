@@ -9,7 +9,8 @@ use datafusion_common::Result;
 use datafusion_expr::{LogicalPlan, LogicalPlanBuilder};
 
 use super::{unsupported, Rule, Substitution};
-use crate::relational::augment::{Augmented, Backprop, Bar, Layout};
+use crate::relational::augment::{Augmented, Bar, Layout};
+use crate::relational::backprop::Backprop;
 
 pub(super) const RULE: Rule = Rule {
     activity,
@@ -29,7 +30,8 @@ fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
         return unsupported(node, "its condition is a correlated subquery");
     }
     let input = bp.forward(&filter.input)?;
-    let predicate = Substitution::new(filter.input.schema(), &input.out).apply(&filter.predicate)?;
+    let predicate =
+        Substitution::new(filter.input.schema(), &input.out).apply(&filter.predicate)?;
     let plan = LogicalPlanBuilder::from(input.plan.clone())
         .filter(predicate)?
         .build()?;

@@ -4,7 +4,6 @@
 //! piecewise constant in their values: they pass no derivative.
 
 use std::rc::Rc;
-use std::sync::Arc;
 
 use datafusion_common::Result;
 use datafusion_expr::logical_plan::Join;
@@ -12,7 +11,8 @@ use datafusion_expr::{JoinType, LogicalPlan};
 
 use super::{unsupported, Rule, Substitution};
 use crate::relational::activity::concat;
-use crate::relational::augment::{Augmented, Backprop, Bar, Layout};
+use crate::relational::augment::{self, Augmented, Bar, Layout};
+use crate::relational::backprop::Backprop;
 
 pub(super) const RULE: Rule = Rule {
     activity,
@@ -58,16 +58,14 @@ fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
         .as_ref()
         .map(|f| substitution.apply(f))
         .transpose()?;
-    let plan = LogicalPlan::Join(Join::try_new(
-        Arc::new(left.plan.clone()),
-        Arc::new(right.plan.clone()),
+    let plan = augment::join(
+        left.plan.clone(),
+        right.plan.clone(),
         on,
         filter,
         JoinType::Inner,
-        join.join_constraint,
         join.null_equality,
-        join.null_aware,
-    )?);
+    )?;
     Ok(Augmented {
         plan,
         out,
@@ -75,20 +73,28 @@ fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
     })
 }
 
-fn backward(_: &Backprop, _: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
+fn backward(bp: &Backprop, _: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
     let Layout::Rows(inputs) = &bar.aug.layout else {
         unreachable!("a join's rows hold both inputs' rows")
     };
     let (left, right) = (&inputs[0], &inputs[1]);
     let (left_cot, right_cot) = bar.cot.split_at(left.out.len());
-    Ok([(0, left, left_cot), (1, right, right_cot)]
+    let sides: Vec<_> = [(0, left, left_cot), (1, right, right_cot)]
         .into_iter()
         .filter(|(_, _, cot)| cot.iter().any(Option::is_some))
+        .collect();
+    // Both sides read the contributions: kept.
+    let plan = match sides.len() {
+        2 => bp.stage(bar.plan.clone())?,
+        _ => bar.plan.clone(),
+    };
+    Ok(sides
+        .into_iter()
         .map(|(k, input, cot)| {
             (
                 k,
                 Bar {
-                    plan: bar.plan.clone(),
+                    plan: plan.clone(),
                     aug: input.clone(),
                     cot: cot.to_vec(),
                 },

@@ -25,7 +25,8 @@ use datafusion_common::tree_node::{Transformed, TreeNode};
 use datafusion_common::{not_impl_err, Column, DFSchema, Result};
 use datafusion_expr::{Expr, LogicalPlan};
 
-use super::augment::{Augmented, Backprop, Bar};
+use super::augment::{Augmented, Bar};
+use super::backprop::Backprop;
 
 /// Whether each output column depends on the parameter, given the inputs'.
 pub(crate) type Activity = fn(&Backprop, &LogicalPlan, &[Rc<[bool]>]) -> Result<Vec<bool>>;
@@ -113,7 +114,11 @@ pub(crate) struct Substitution {
 
 impl Substitution {
     pub fn new(schema: &DFSchema, out: &[Column]) -> Self {
-        let columns = schema.columns().into_iter().zip(out.iter().cloned()).collect();
+        let columns = schema
+            .columns()
+            .into_iter()
+            .zip(out.iter().cloned())
+            .collect();
         Self { columns }
     }
 

@@ -11,7 +11,8 @@ use datafusion_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 use super::{Rule, Substitution};
 use crate::marker::pullback;
 use crate::relational::activity::reads_active;
-use crate::relational::augment::{with_columns, Augmented, Backprop, Bar, Layout};
+use crate::relational::augment::{with_columns, Augmented, Bar, Layout};
+use crate::relational::backprop::Backprop;
 
 pub(super) const RULE: Rule = Rule {
     activity,
@@ -78,7 +79,13 @@ fn backward(bp: &Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, B
         let mut terms = vec![];
         for (e, c) in exprs.iter().zip(&bar.cot) {
             let Some(c) = c else { continue };
-            if let Some(term) = pullback(e, column, Expr::Column(c.clone()), bar.plan.schema())? {
+            if let Some(term) = pullback(
+                e,
+                column,
+                Expr::Column(c.clone()),
+                bar.plan.schema(),
+                bp.options,
+            )? {
                 terms.push(term);
             }
         }

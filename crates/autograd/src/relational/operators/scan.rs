@@ -2,15 +2,20 @@
 //! differentiable column; its contributions are recorded, to be summed per
 //! row at the end.
 
+use std::any::Any;
 use std::rc::Rc;
 
+use datafusion::datasource::source_as_provider;
+
 use datafusion_common::Result;
-use datafusion_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
+use datafusion_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableScan};
 
 use super::{unsupported, Rule};
 use crate::relational::augment::{
-    contribution_column, rename, Augmented, Backprop, Bar, Layout, CONTRIBUTION,
+    contribution_column, rename, Augmented, Bar, Layout, CONTRIBUTION,
 };
+use crate::relational::backprop::Backprop;
+use crate::relational::GradientTable;
 
 pub(super) const RULE: Rule = Rule {
     activity,
@@ -22,16 +27,32 @@ fn activity(bp: &Backprop, node: &LogicalPlan, _: &[Rc<[bool]>]) -> Result<Vec<b
     let LogicalPlan::TableScan(scan) = node else {
         unreachable!("the scan rule is only called on scans")
     };
+    if reads_a_gradient(scan) {
+        return unsupported(
+            node,
+            "it reads the result of gradient(), whose dependence on the parameter is not \
+             followed: derivatives of gradients are taken with markers inside one query",
+        );
+    }
     let mut active = vec![false; node.schema().fields().len()];
     if bp.parameter.is_scanned_by(scan) {
         if let Some(j) = bp.parameter.column_of(scan) {
             if scan.fetch.is_some() {
-                return unsupported(node, "a LIMIT on the parameter's table picks rows by position");
+                return unsupported(
+                    node,
+                    "a LIMIT on the parameter's table picks rows by position",
+                );
             }
             active[j] = true;
         }
     }
     Ok(active)
+}
+
+/// Whether `scan` reads a table that `gradient()` returned.
+fn reads_a_gradient(scan: &TableScan) -> bool {
+    source_as_provider(&scan.source)
+        .is_ok_and(|provider| (provider.as_ref() as &dyn Any).is::<GradientTable>())
 }
 
 fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
@@ -67,7 +88,11 @@ fn backward(bp: &Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, B
     let Layout::Parameter { columns } = &bar.aug.layout else {
         unreachable!("an active scan is the parameter's")
     };
-    let Some(cot) = bp.parameter.column_of(scan).and_then(|j| bar.cot[j].clone()) else {
+    let Some(cot) = bp
+        .parameter
+        .column_of(scan)
+        .and_then(|j| bar.cot[j].clone())
+    else {
         return Ok(vec![]);
     };
     let mut exprs: Vec<Expr> = columns

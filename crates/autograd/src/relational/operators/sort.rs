@@ -8,7 +8,8 @@ use datafusion_common::Result;
 use datafusion_expr::LogicalPlan;
 
 use super::{alias, unsupported, Rule};
-use crate::relational::augment::{Augmented, Backprop, Layout};
+use crate::relational::augment::{Augmented, Layout};
+use crate::relational::backprop::Backprop;
 
 pub(super) const RULE: Rule = Rule {
     activity,

@@ -4,11 +4,12 @@
 
 use std::rc::Rc;
 
-use datafusion_common::{Result, ScalarValue};
+use datafusion_common::{Column, Result, ScalarValue};
 use datafusion_expr::{lit, Expr, LogicalPlan, LogicalPlanBuilder};
 
 use super::Rule;
-use crate::relational::augment::{Augmented, Backprop, Bar, Layout};
+use crate::relational::augment::{Augmented, Bar, Layout};
+use crate::relational::backprop::Backprop;
 
 pub(super) const RULE: Rule = Rule {
     activity,
@@ -56,7 +57,12 @@ fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
                 let value = if m == k {
                     Expr::Column(field)
                 } else {
-                    let data_type = other.plan.schema().qualified_field_from_column(&field)?.1.data_type();
+                    let data_type = other
+                        .plan
+                        .schema()
+                        .qualified_field_from_column(&field)?
+                        .1
+                        .data_type();
                     lit(ScalarValue::try_from(data_type)?)
                 };
                 exprs.push(value.alias(name.name.clone()));
@@ -81,23 +87,35 @@ fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
     })
 }
 
-fn backward(_: &Backprop, _: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
+fn backward(bp: &Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
     let Layout::Branches { tag, inputs } = &bar.aug.layout else {
         unreachable!("a union's rows are tagged with their input")
     };
+    let active = node
+        .inputs()
+        .into_iter()
+        .map(|input| Ok(bp.active(input)?.iter().any(|a| *a)))
+        .collect::<Result<Vec<bool>>>()?;
+    // Every active input reads the contributions: kept when there are several.
+    let plan = match active.iter().filter(|a| **a).count() {
+        0 | 1 => bar.plan.clone(),
+        _ => bp.stage(bar.plan.clone())?,
+    };
     let mut bars = vec![];
-    for (k, (input, columns)) in inputs.iter().enumerate() {
+    for (k, (input, columns)) in inputs.iter().enumerate().filter(|(k, _)| active[*k]) {
         let mut exprs: Vec<Expr> = input
             .plan
             .schema()
             .columns()
             .into_iter()
             .zip(columns)
-            .map(|(field, here)| Expr::Column(here.clone()).alias(field.name.clone()))
+            .map(|(field, here)| {
+                Expr::Column(Column::from_name(here.name.clone())).alias(field.name.clone())
+            })
             .collect();
         exprs.extend(bar.cot.iter().flatten().map(|c| Expr::Column(c.clone())));
-        let plan = LogicalPlanBuilder::from(bar.plan.clone())
-            .filter(Expr::Column(tag.clone()).eq(lit(k as i64)))?
+        let plan = LogicalPlanBuilder::from(plan.clone())
+            .filter(Expr::Column(Column::from_name(tag.name.clone())).eq(lit(k as i64)))?
             .project(exprs)?
             .build()?;
         bars.push((

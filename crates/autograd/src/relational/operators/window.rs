@@ -9,12 +9,16 @@ use std::rc::Rc;
 
 use datafusion_common::Result;
 use datafusion_expr::expr::{WindowFunction, WindowFunctionParams};
+use datafusion_expr::expr_rewriter::normalize_col;
 use datafusion_expr::logical_plan::Window;
-use datafusion_expr::{Expr, LogicalPlan, LogicalPlanBuilder, WindowFrameBound, WindowFunctionDefinition};
+use datafusion_expr::{
+    Expr, LogicalPlan, LogicalPlanBuilder, WindowFrameBound, WindowFunctionDefinition,
+};
 
 use super::{unsupported, Rule, Substitution};
 use crate::relational::activity::reads_active;
-use crate::relational::augment::{merge, selected, Augmented, Backprop, Bar, Layout};
+use crate::relational::augment::{merge, selected, Augmented, Bar, Layout};
+use crate::relational::backprop::Backprop;
 use crate::relational::reductions::{spread, Reduced, Reduction};
 
 pub(super) const RULE: Rule = Rule {
@@ -73,7 +77,10 @@ fn is_active(node: &LogicalPlan, expr: &Expr, reads: impl Fn(&Expr) -> bool) -> 
         WindowFunctionDefinition::WindowUDF(_) => None,
     };
     let Some(reduction) = reduction else {
-        return unsupported(node, format!("the window function in `{expr}` has no reverse rule"));
+        return unsupported(
+            node,
+            format!("the window function in `{expr}` has no reverse rule"),
+        );
     };
     if !reduction.is_differentiable() {
         return Ok(false);
@@ -95,14 +102,17 @@ fn is_active(node: &LogicalPlan, expr: &Expr, reads: impl Fn(&Expr) -> bool) -> 
 
 fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
     let window = window(node);
-    let input = bp.forward(&window.input)?;
+    let input = bp.reduced_input(&window.input)?;
     let substitution = Substitution::new(window.input.schema(), &input.out);
     let width = input.out.len();
     let mut out = input.out.clone();
     let mut exprs = vec![];
     for (k, e) in window.window_expr.iter().enumerate() {
         let name = bp.out_name(node, width + k);
-        exprs.push(substitution.apply(&e.clone().unalias())?.alias(name.name.clone()));
+        // Qualified as the input names them, so that the planner finds every
+        // partition key where it computed it.
+        let expr = normalize_col(substitution.apply(&e.clone().unalias())?, &input.plan)?;
+        exprs.push(expr.alias(name.name.clone()));
         out.push(name);
     }
     let plan = selected(
@@ -126,6 +136,11 @@ fn backward(bp: &Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, B
     let width = input.out.len();
     let active = bp.active(&window.input)?;
     let substitution = Substitution::new(window.input.schema(), &input.out);
+    // Read once row by row and once per window value: kept.
+    let bar = Bar {
+        plan: bp.stage(bar.plan)?,
+        ..bar
+    };
     // The input columns' own contributions, row by row.
     let mut bars = vec![Bar {
         plan: bar.plan.clone(),
@@ -159,7 +174,7 @@ fn backward(bp: &Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, B
             value: bar.aug.out[width + k].clone(),
         };
         // The input's rows again: every row of a partition gets its share.
-        let rows = bp.forward(&window.input)?;
+        let rows = bp.reduced_input(&window.input)?;
         if let Some(spread) = spread(bp, rows, &active, keys.clone(), &bar, keys, vec![reduced])? {
             bars.push(spread);
         }
