@@ -6,7 +6,8 @@
 #             them), and the dlopen host test under memcheck
 #   memcheck  the dlopen host test under valgrind's memcheck (installs valgrind if missing)
 #   fuzz      setup, then the full fuzz run: 20,000 FFI cases, 5,000 cases per Python entry
-#             point (AUTOGRAD_FUZZ_CASES and AUTOGRAD_FUZZ_SEED override), the deep payloads
+#             point (AUTOGRAD_FUZZ_CASES and AUTOGRAD_FUZZ_SEED override), and the deep-nesting
+#             cases that still overflow the stack
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -87,7 +88,8 @@ case "${1:-}" in
         AUTOGRAD_FUZZ_CASES="${AUTOGRAD_FUZZ_CASES:-20000}" \
             cargo test --locked -p datafusion-autograd-ffi --test ffi_fuzz
         AUTOGRAD_FUZZ_CASES="${AUTOGRAD_FUZZ_CASES:-5000}" "$venv/bin/python" -m pytest -q tests/test_fuzz.py
-        # Last: until the codec bounds nesting, these overflow the stack (see the test's docs).
+        # Last: with the feature, the deep-nesting cases that still overflow the stack
+        # (see tests/ffi_fuzz_deep.rs).
         cargo test --locked -p datafusion-autograd-ffi --features deep-payloads --test ffi_fuzz_deep
         ;;
     *)
