@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Developer entry point. Usage: bash scripts/dev.sh <setup|train|test>
-#   setup  create .venv, install the Python dependencies, build the extension into it
-#   train  setup, then fit a model by gradient descent in one SQL statement, from Python
-#   test   setup, then run every Rust and Python test (the benchmarks' quick modes among them)
+# Developer entry point. Usage: bash scripts/dev.sh <setup|train|test|memcheck|fuzz>
+#   setup     create .venv, install the Python dependencies, build the extension into it
+#   train     setup, then fit a model by gradient descent in one SQL statement, from Python
+#   test      setup, then run every Rust and Python test (the benchmarks' quick modes among
+#             them), and the dlopen host test under memcheck
+#   memcheck  the dlopen host test under valgrind's memcheck (installs valgrind if missing)
+#   fuzz      setup, then the full fuzz run: 20,000 FFI cases, 5,000 cases per Python entry
+#             point (AUTOGRAD_FUZZ_CASES and AUTOGRAD_FUZZ_SEED override), and the deep-nesting
+#             cases that still overflow the stack
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +42,30 @@ setup() {
     VIRTUAL_ENV="$PWD/$venv" "$venv/bin/maturin" develop --quiet --locked --extras test
 }
 
+# The dlopen host test under memcheck: no memory error, and no definite,
+# indirect or possible leak beyond scripts/memcheck.supp (which explains each
+# suppression).
+memcheck() {
+    if ! command -v valgrind >/dev/null; then
+        local sudo=""
+        [ "$(id -u)" -eq 0 ] || sudo=sudo
+        $sudo apt-get install -y valgrind || { $sudo apt-get update && $sudo apt-get install -y valgrind; }
+    fi
+    local test_binary
+    test_binary=$(cargo test -p datafusion-autograd-ffi --test dlopen_host --locked --no-run \
+        --message-format=json | python3 -c '
+import json, sys
+for line in sys.stdin:
+    message = json.loads(line)
+    if message.get("reason") == "compiler-artifact" and message["target"]["name"] == "dlopen_host":
+        print(message["executable"])')
+    # Deep enough stacks for the suppressions to see where a block was allocated from.
+    valgrind --tool=memcheck --error-exitcode=1 --leak-check=full --num-callers=50 \
+        --errors-for-leak-kinds=definite,indirect,possible \
+        --show-leak-kinds=definite,indirect,possible \
+        --suppressions=scripts/memcheck.supp "$test_binary"
+}
+
 case "${1:-}" in
     setup)
         setup
@@ -49,9 +78,22 @@ case "${1:-}" in
         setup
         cargo test --workspace --locked
         "$venv/bin/python" -m pytest -q
+        memcheck
+        ;;
+    memcheck)
+        memcheck
+        ;;
+    fuzz)
+        setup
+        AUTOGRAD_FUZZ_CASES="${AUTOGRAD_FUZZ_CASES:-20000}" \
+            cargo test --locked -p datafusion-autograd-ffi --test ffi_fuzz
+        AUTOGRAD_FUZZ_CASES="${AUTOGRAD_FUZZ_CASES:-5000}" "$venv/bin/python" -m pytest -q tests/test_fuzz.py
+        # Last: with the feature, the deep-nesting cases that still overflow the stack
+        # (see tests/ffi_fuzz_deep.rs).
+        cargo test --locked -p datafusion-autograd-ffi --features deep-payloads --test ffi_fuzz_deep
         ;;
     *)
-        echo "usage: bash scripts/dev.sh <setup|train|test>" >&2
+        echo "usage: bash scripts/dev.sh <setup|train|test|memcheck|fuzz>" >&2
         exit 2
         ;;
 esac

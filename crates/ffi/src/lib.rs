@@ -21,6 +21,7 @@
 pub mod codec;
 pub mod host;
 pub mod nesting;
+pub mod panics;
 pub mod simplify;
 
 use datafusion_autograd::{udf, Derivative};

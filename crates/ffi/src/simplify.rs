@@ -21,7 +21,6 @@
 use std::collections::HashSet;
 use std::ffi::c_void;
 use std::hash::{Hash, Hasher};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
@@ -40,6 +39,7 @@ use stabby::string::String as SString;
 use stabby::vec::Vec as SVec;
 
 use crate::codec::{exprs_from_bytes, exprs_to_bytes, schema_from_bytes, schema_to_bytes};
+use crate::panics::catch_panic;
 
 /// Version of the simplify protocol; a consumer refuses any other.
 pub const SIMPLIFY_PROTOCOL_VERSION: u64 = 2;
@@ -256,19 +256,11 @@ unsafe extern "C" fn simplify_fn_wrapper(
 ) -> FFI_SimplifyResult {
     SIMPLIFY_CALLS.fetch_add(1, Ordering::Relaxed);
     // A panic must not unwind into the host: it becomes an error message.
-    let outcome = catch_unwind(AssertUnwindSafe(|| simplify_local(udf, &args, &schema)));
-    match outcome {
+    match catch_panic("simplify", || simplify_local(udf, &args, &schema)) {
         Ok(Ok(Some(bytes))) => FFI_SimplifyResult::Simplified(bytes.as_slice().into()),
         Ok(Ok(None)) => FFI_SimplifyResult::Original,
         Ok(Err(e)) => FFI_SimplifyResult::Error(e.to_string().as_str().into()),
-        Err(panic) => {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            FFI_SimplifyResult::Error(format!("simplify panicked: {message}").as_str().into())
-        }
+        Err(message) => FFI_SimplifyResult::Error(message.as_str().into()),
     }
 }
 
@@ -277,11 +269,11 @@ unsafe extern "C" fn documentation_fn_wrapper(
 ) -> FFI_Option<FFI_Documentation> {
     // A released table has no documentation to give, and a panic must not
     // unwind into the host.
-    catch_unwind(AssertUnwindSafe(|| {
+    catch_panic("documentation", || {
         udf.udf()
             .ok()
             .and_then(|udf| udf.documentation().map(FFI_Documentation::from))
-    }))
+    })
     .ok()
     .flatten()
     .into()
@@ -292,13 +284,13 @@ unsafe extern "C" fn listed_argument_types_fn_wrapper(
 ) -> SVec<WrappedSchema> {
     // A released table, or a type the C data interface cannot carry, lists
     // nothing: the host then shows the UDF without parameters.
-    catch_unwind(AssertUnwindSafe(|| match udf.udf() {
+    catch_panic("listed_argument_types", || match udf.udf() {
         Ok(udf) => listed_argument_types(&udf.signature().type_signature)
             .iter()
             .filter_map(|types| argument_schema(types).ok())
             .collect(),
         Err(_) => SVec::new(),
-    }))
+    })
     .unwrap_or_default()
 }
 

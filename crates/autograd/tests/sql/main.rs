@@ -13,4 +13,5 @@ mod plan_shapes;
 mod fuzz;
 mod relational;
 mod rules;
+mod special_values;
 mod sql_text;

@@ -10,6 +10,7 @@ use datafusion_autograd::{
 };
 use datafusion_autograd_ffi::codec::{expr_from_bytes, expr_to_bytes};
 use datafusion_autograd_ffi::nesting::nesting;
+use datafusion_autograd_ffi::panics::catch_panic;
 use datafusion_autograd_ffi::FFI_SimplifyingScalarUDF;
 use std::sync::Arc;
 
@@ -31,6 +32,14 @@ create_exception!(
 
 fn py_err(e: DataFusionError) -> PyErr {
     AutogradError::new_err(e.to_string())
+}
+
+/// Runs the engine for the Python function `name`: its errors, and any panic
+/// (malformed input can reach one in a dependency), become `AutogradError`s.
+fn engine<T>(name: &str, run: impl FnOnce() -> datafusion_common::Result<T>) -> PyResult<T> {
+    catch_panic(name, run)
+        .map_err(AutogradError::new_err)?
+        .map_err(py_err)
 }
 
 /// Defines the Python class of one marker.
@@ -150,7 +159,7 @@ fn documentation<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyDict
 #[pyo3(signature = (expr_sql, wrt, dialect="datafusion"))]
 fn differentiate(expr_sql: &str, wrt: &str, dialect: &str) -> PyResult<String> {
     let dialect: Dialect = dialect.parse().map_err(py_err)?;
-    differentiate_sql(expr_sql, wrt, dialect).map_err(py_err)
+    engine("differentiate", || differentiate_sql(expr_sql, wrt, dialect))
 }
 
 /// The names of the functions and operators with a derivative rule.
@@ -191,7 +200,9 @@ fn rewrite_sql(
 ) -> PyResult<Rewritten> {
     let catalog = |table: &TableReference| relation(tables.as_ref(), table);
     let options = options(max_derivative_nodes);
-    let rewritten = datafusion_autograd::rewrite_sql(sql, &catalog, &options).map_err(py_err)?;
+    let rewritten = engine("rewrite_sql", || {
+        datafusion_autograd::rewrite_sql(sql, &catalog, &options)
+    })?;
     Ok(Rewritten {
         stages: rewritten.stages,
         sql: rewritten.sql,
@@ -211,8 +222,9 @@ fn gradient_sql(
 ) -> PyResult<Rewritten> {
     let catalog = |table: &TableReference| relation(Some(&tables), table);
     let options = options(max_derivative_nodes);
-    let staged = datafusion_autograd::relational::gradient_sql(loss, wrt, &catalog, &options)
-        .map_err(py_err)?;
+    let staged = engine("gradient_sql", || {
+        datafusion_autograd::relational::gradient_sql(loss, wrt, &catalog, &options)
+    })?;
     Ok(Rewritten {
         stages: staged.stages,
         sql: staged.query,
@@ -284,7 +296,7 @@ fn derivative<'py>(
         }
         Ok(bytes)
     };
-    Ok(PyBytes::new(py, &expand().map_err(py_err)?))
+    Ok(PyBytes::new(py, &engine("derivative", expand)?))
 }
 
 #[pymodule]
