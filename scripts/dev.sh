@@ -6,8 +6,8 @@
 #             them), and the dlopen host test under memcheck
 #   memcheck  the dlopen host test under valgrind's memcheck (installs valgrind if missing)
 #   fuzz      setup, then the full fuzz run: 20,000 FFI cases, 5,000 cases per Python entry
-#             point (AUTOGRAD_FUZZ_CASES and AUTOGRAD_FUZZ_SEED override), and the deep-nesting
-#             cases that still overflow the stack
+#             point (AUTOGRAD_FUZZ_CASES and AUTOGRAD_FUZZ_SEED override), and 10,000 random
+#             expression trees (AUTOGRAD_FUZZ_TREES overrides)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -88,9 +88,8 @@ case "${1:-}" in
         AUTOGRAD_FUZZ_CASES="${AUTOGRAD_FUZZ_CASES:-20000}" \
             cargo test --locked -p datafusion-autograd-ffi --test ffi_fuzz
         AUTOGRAD_FUZZ_CASES="${AUTOGRAD_FUZZ_CASES:-5000}" "$venv/bin/python" -m pytest -q tests/test_fuzz.py
-        # Last: with the feature, the deep-nesting cases that still overflow the stack
-        # (see tests/ffi_fuzz_deep.rs).
-        cargo test --locked -p datafusion-autograd-ffi --features deep-payloads --test ffi_fuzz_deep
+        AUTOGRAD_FUZZ_TREES="${AUTOGRAD_FUZZ_TREES:-10000}" \
+            cargo test --locked -p datafusion-autograd --test sql fuzz
         ;;
     *)
         echo "usage: bash scripts/dev.sh <setup|train|test|memcheck|fuzz>" >&2

@@ -56,6 +56,7 @@ pub use marker::{differentiate, expand_markers, linearize, Derivative};
 pub use options::AutogradOptions;
 pub use reals::ColumnTypes;
 pub use rules::primitives;
+pub use stack::depth as expression_depth;
 pub use sql::bridge::{rewrite_sql, Rewritten};
 pub use sql::plan::{Catalog, Relation};
 pub use sql::{

@@ -55,8 +55,9 @@ pub(crate) fn with_room_for<T>(depth: usize, f: impl FnOnce() -> T) -> T {
     stacker::maybe_grow(room, room.max(FRESH_STACK), f)
 }
 
-/// How many levels deep `expr` nests, found without recursion.
-pub(crate) fn depth(expr: &Expr) -> usize {
+/// How many levels deep `expr` nests, found without recursion: what code
+/// that recurses over `expr` needs stack for.
+pub fn depth(expr: &Expr) -> usize {
     let mut deepest = 0;
     let mut pending = vec![(expr, 1)];
     while let Some((current, level)) = pending.pop() {

@@ -3,7 +3,8 @@
 //!
 //! Bytes from elsewhere are measured before they are decoded (see
 //! [`crate::nesting`]): deeper than [`MAX_NESTING`] messages is an error that
-//! names the depth, and decoding always runs on a stack with room for it.
+//! names the depth. Encoding and decoding run on a stack with room for the
+//! nesting, measured without recursion.
 
 use std::sync::{Arc, LazyLock};
 
@@ -16,6 +17,8 @@ use datafusion_proto::logical_plan::to_proto::{serialize_expr, serialize_exprs};
 use datafusion_proto::logical_plan::DefaultLogicalExtensionCodec;
 use datafusion_proto::protobuf::{DfSchema, LogicalExprList, LogicalExprNode};
 use prost::Message;
+
+use datafusion_autograd::expression_depth;
 
 use crate::nesting::nesting;
 
@@ -34,8 +37,27 @@ static BUILTINS: LazyLock<TaskContext> = LazyLock::new(|| {
 /// two messages per level, so this is expressions about 10,000 calls deep.
 pub const MAX_NESTING: usize = 20_000;
 
-/// The stack a decoder may need per level of nesting, generously.
-const STACK_PER_LEVEL: usize = 16 * 1024;
+/// The stack datafusion-proto and prost may take per message, encoding or
+/// decoding: measured at about 24 KiB in an unoptimized build, less in an
+/// optimized one.
+const STACK_PER_MESSAGE: usize = 32 * 1024;
+
+/// The most messages one level of an expression becomes (a function call is
+/// the call, its argument list and the argument).
+const MESSAGES_PER_LEVEL: usize = 4;
+
+/// Runs `f`, which encodes or decodes `messages` nested messages, on a stack
+/// with room for them.
+fn with_room_for_messages<T>(messages: usize, f: impl FnOnce() -> T) -> T {
+    let room = messages.saturating_mul(STACK_PER_MESSAGE) + 1024 * 1024;
+    stacker::maybe_grow(room, room + 1024 * 1024, f)
+}
+
+/// Runs `f`, which encodes `exprs`, on a stack with room for their nesting.
+fn with_room_to_encode<T>(exprs: &[&Expr], f: impl FnOnce() -> T) -> T {
+    let depth = exprs.iter().map(|e| expression_depth(e)).max().unwrap_or(0);
+    with_room_for_messages(depth.saturating_mul(MESSAGES_PER_LEVEL), f)
+}
 
 /// Decodes `bytes` with `decode` after measuring how deeply they nest.
 fn decode_measured<T>(
@@ -49,14 +71,15 @@ fn decode_measured<T>(
              {depth}); the limit keeps decoding within bounds"
         ))
     })?;
-    let room = depth * STACK_PER_LEVEL + 1024 * 1024;
-    stacker::maybe_grow(room, room * 2, || decode(bytes))
+    with_room_for_messages(depth, || decode(bytes))
 }
 
 /// Encodes `exprs` as one `LogicalExprList` message.
 pub fn exprs_to_bytes(exprs: &[Expr]) -> Result<Vec<u8>> {
-    let expr = serialize_exprs(exprs, &DefaultLogicalExtensionCodec {})?;
-    Ok(LogicalExprList { expr }.encode_to_vec())
+    with_room_to_encode(&exprs.iter().collect::<Vec<_>>(), || {
+        let expr = serialize_exprs(exprs, &DefaultLogicalExtensionCodec {})?;
+        Ok(LogicalExprList { expr }.encode_to_vec())
+    })
 }
 
 /// Decodes a `LogicalExprList` message, resolving functions among the built-ins.
@@ -75,7 +98,9 @@ pub fn exprs_from_bytes(bytes: &[u8]) -> Result<Vec<Expr>> {
 /// Encodes one expression as a `LogicalExprNode` message, as DataFusion's
 /// Python `Expr.to_bytes` does.
 pub fn expr_to_bytes(expr: &Expr) -> Result<Vec<u8>> {
-    Ok(serialize_expr(expr, &DefaultLogicalExtensionCodec {})?.encode_to_vec())
+    with_room_to_encode(&[expr], || {
+        Ok(serialize_expr(expr, &DefaultLogicalExtensionCodec {})?.encode_to_vec())
+    })
 }
 
 /// Decodes one `LogicalExprNode` message.

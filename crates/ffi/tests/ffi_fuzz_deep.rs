@@ -6,18 +6,16 @@
 //! The workspace turns off prost's recursion limit, and datafusion-proto
 //! converts between messages and expressions recursively, with large frames in
 //! a debug build; the codec measures nesting before it decodes and decodes on
-//! a stack it sizes from the depth. Two cases still overflow the stack, so
-//! they are compiled only with the feature `deep-payloads`, which the full
-//! fuzz run turns on (see the crate's README): the 40-deep query, whose
-//! expressions are encoded on the caller's stack, and a decode on a thread
-//! whose stack is a little larger than the room the codec reckons it needs
-//! (about 16 KiB per message; a debug build takes more), so that no fresh
-//! stack is made. Each case runs in a child process, so a crash fails its own
-//! test with a reproducer and spares the others.
+//! a stack it sizes from the depth, and encodes on a stack sized from the
+//! expressions' depth. Two cases guard those sizes: a valid query nested 40
+//! deep, whose arguments the host encodes (datafusion-proto's encoder takes
+//! over 2 MiB for it in a debug build), and a decode on a thread whose stack
+//! is large, but smaller than the decode needs, so the codec must not trust
+//! it. Each case runs in a child process, so a crash fails its own test with
+//! a reproducer and spares the others.
 //!
 //! ```sh
-//! cargo test -p datafusion-autograd-ffi --test ffi_fuzz_deep                           # what holds
-//! cargo test -p datafusion-autograd-ffi --features deep-payloads --test ffi_fuzz_deep  # and what overflows
+//! cargo test -p datafusion-autograd-ffi --test ffi_fuzz_deep
 //! ```
 
 #[path = "fuzz/isolation.rs"]
@@ -245,16 +243,12 @@ fn a_schema_nested_just_under_the_bound_differentiates_across_ffi() {
     );
 }
 
-/// Negations whose decoding the codec reckons at about 190 MiB of stack.
-#[cfg(feature = "deep-payloads")]
+/// Negations whose decoding takes about 230 MiB of stack in a debug build.
 const NEGATIONS_FOR_A_LARGE_STACK: usize = 6_000;
 
-/// A thread with a little more stack than the codec reckons those need: it
-/// decodes on this stack, which a debug build's frames overflow.
-#[cfg(feature = "deep-payloads")]
+/// A large stack, yet too small for decoding those in place.
 const LARGE_STACK: usize = 200 << 20;
 
-#[cfg(feature = "deep-payloads")]
 #[test]
 fn an_expression_6000_deep_decodes_on_a_thread_with_200_mib_of_stack() {
     in_a_child_with_stack(
@@ -271,12 +265,10 @@ fn an_expression_6000_deep_decodes_on_a_thread_with_200_mib_of_stack() {
 
 /// Nesting of the valid query: DataFusion's SQL parser accepts it, and the
 /// native markers differentiate it on a 2 MiB thread.
-#[cfg(feature = "deep-payloads")]
 const QUERY_DEPTH: usize = 40;
 
 /// `grad(sin(sin(…sin(x)…)), x)` at x = 0.5, planned by a host whose markers
 /// come from the library.
-#[cfg(feature = "deep-payloads")]
 #[test]
 fn a_valid_query_nested_40_deep_differentiates_across_ffi() {
     in_a_child(
@@ -287,7 +279,6 @@ fn a_valid_query_nested_40_deep_differentiates_across_ffi() {
 }
 
 /// A correct derivative, or the host's refusal, is the right outcome.
-#[cfg(feature = "deep-payloads")]
 fn nested_sines_across_ffi() -> Result<String, String> {
     use datafusion::arrow::array::{Array, Float64Array};
     use datafusion::prelude::SessionContext;
