@@ -11,7 +11,8 @@ lists, aggregates (``AVG(grad(loss, w))`` is a gradient), recursive CTEs,
 >>> ctx.sql("SELECT grad(x * x * x, x) AS d FROM (VALUES (2.0)) AS t(x)").to_pydict()
 {'d': [12.0]}
 
-``differentiate`` writes a derivative as SQL text for DataFusion, DuckDB,
+``check_grad`` compares ``grad`` with central differences on the rows of a
+table (``check``). ``differentiate`` writes a derivative as SQL text for DataFusion, DuckDB,
 PostgreSQL or SQLite (``dialects``); ``python -m datafusion_autograd
 differentiate EXPR COLUMN`` does the same from the command line (``__main__``).
 
@@ -27,6 +28,7 @@ from datafusion_autograd._native import (
     primitives,
     rewrite_sql,
 )
+from datafusion_autograd.check import GradCheck, check_grad
 from datafusion_autograd.context import AutogradContext, forwards_simplify, register
 from datafusion_autograd.dialects import DIALECTS, Dialect, differentiate
 from datafusion_autograd.expr import grad, jvp, vjp
@@ -38,9 +40,11 @@ __all__ = [
     "AutogradContext",
     "AutogradError",
     "Dialect",
+    "GradCheck",
     "GradUDF",
     "JvpUDF",
     "VjpUDF",
+    "check_grad",
     "differentiate",
     "forwards_simplify",
     "grad",

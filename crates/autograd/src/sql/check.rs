@@ -37,8 +37,8 @@ pub struct GradCheck {
     pub difference: f64,
 }
 
-/// The query that checks `grad(expr, wrt)` on every row of the query
-/// `relation` against the central difference of `expr` in `wrt`, and returns
+/// The query that checks `grad(expr, wrt)` on every row of `relation` (a
+/// table name or a query) against the central difference of `expr` in `wrt`, and returns
 /// one row: `rows`, `checked`, `worst_error`, `at`, `grad`, `difference` (see
 /// [`GradCheck`]; no row when the relation is empty). It is plain SQL around
 /// a `grad` marker, for any session that differentiates markers.
@@ -50,6 +50,12 @@ pub struct GradCheck {
 /// assert!(sql.contains("grad(sin(x) * y, x)"));
 /// ```
 pub fn check_grad_sql(expr: &str, wrt: &str, relation: &str) -> Result<String> {
+    let relation = relation.trim();
+    let relation = if is_table_name(relation) {
+        format!("SELECT * FROM {relation}")
+    } else {
+        relation.to_string()
+    };
     with_room(|| {
         let (exprs, _) = plan_scalar(&[expr, wrt])?;
         let Expr::Column(column) = &exprs[1] else {
@@ -65,11 +71,11 @@ pub fn check_grad_sql(expr: &str, wrt: &str, relation: &str) -> Result<String> {
         };
         let (plus, minus) = (shifted(1.0)?, shifted(-1.0)?);
         let at = to_sql(&Expr::Column(column.clone()))?;
-        let marker = format!("grad({expr}, {at})");
+        let marker = to_sql(&crate::expr_fn::grad(exprs[0].clone(), exprs[1].clone()))?;
         Ok(format!(
             "WITH __ag_probe AS (\
                SELECT *, {RELATIVE_STEP:e} * greatest(1.0, abs({at})) AS {STEP} \
-               FROM ({relation}) AS __ag_relation), \
+               FROM ({relation}\n) AS __ag_relation), \
              __ag_points AS (\
                SELECT CAST({at} AS DOUBLE) AS at, CAST({marker} AS DOUBLE) AS grad, \
                       (({plus}) - ({minus})) / (2.0 * {STEP}) AS difference \
@@ -86,6 +92,19 @@ pub fn check_grad_sql(expr: &str, wrt: &str, relation: &str) -> Result<String> {
     })
 }
 
+/// Whether `relation` names a table (`samples`, `s.samples`, `"My table"`)
+/// rather than being a query.
+fn is_table_name(relation: &str) -> bool {
+    let mut quoted = false;
+    !relation.is_empty()
+        && relation.chars().all(|c| {
+            if c == '"' {
+                quoted = !quoted;
+            }
+            quoted || c == '"' || c == '.' || c == '_' || c.is_alphanumeric()
+        })
+}
+
 /// The column the shifted copies of an expression read their step from.
 const STEP: &str = "__ag_step";
 
@@ -98,7 +117,8 @@ fn replace(expr: Expr, column: &Column, by: &Expr) -> Result<Expr> {
     .map(|t| t.data)
 }
 
-/// Checks `grad(expr, wrt)` on every row of the query `relation` against
+/// Checks `grad(expr, wrt)` on every row of `relation` (a table name or a
+/// query) against
 /// central differences, in `ctx` (which must differentiate markers; see
 /// [`crate::register`]), and reports the worst row.
 ///

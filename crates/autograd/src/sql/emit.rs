@@ -4,9 +4,13 @@
 //! chain of common table expressions, one per relation whose columns have
 //! names of their own (see [`plan_to_sql`]), so the text nests no deeper than
 //! a relation does and a relation used twice is written once. Two of the
-//! unparser's outputs do not read back as the tree they came from, and both
+//! unparser's outputs do not read back as the tree they came from, and
 //! are mended here:
 //!
+//! - its "pretty" mode drops parentheses that matter — `a * (b % c)` prints
+//!   as `a * b % c`, which reads back as `(a * b) % c` — so every operation is
+//!   printed in parentheses and only those the grammar makes redundant are
+//!   removed ([`drop_redundant_parentheses`]);
 //! - a sign before another sign or a negative number, `--y` or `--0.5`,
 //!   starts a comment that swallows the rest of the line; the operand is put
 //!   in parentheses, `-(-y)`;
@@ -62,10 +66,14 @@ fn print(expr: Expr, dialect: Dialect) -> Result<String> {
     let expr = spell_non_finite(expr, dialect)?;
     let unparser_dialect = dialect.unparser();
     let mut ast = Unparser::new(unparser_dialect.as_ref())
-        .with_pretty(true)
+        .with_pretty(false)
         .expr_to_sql(&expr)?;
     if dialect.non_finite() == NonFinite::Overflow {
         write_infinities_as_overflow(&mut ast);
+    }
+    drop_redundant_parentheses(&mut ast);
+    if let ast::Expr::Nested(inner) = ast {
+        ast = *inner;
     }
     separate_signs(&mut ast);
     Ok(ast.to_string())
@@ -274,8 +282,9 @@ pub fn plan_to_sql(plan: &LogicalPlan) -> Result<String> {
 
 fn unparse(plan: &LogicalPlan) -> Result<String> {
     let mut statement = Unparser::new(&DataFusionDialect)
-        .with_pretty(true)
+        .with_pretty(false)
         .plan_to_sql(plan)?;
+    drop_redundant_parentheses(&mut statement);
     separate_signs(&mut statement);
     Ok(statement.to_string())
 }
@@ -403,6 +412,122 @@ fn write_infinities_as_overflow<T: VisitMut>(tree: &mut T) {
     });
 }
 
+/// Removes the parentheses that cannot change how the text reads back: around
+/// a name, a literal, a call, a cast or a `CASE`; around the whole of a call's
+/// argument, a cast's operand or a `CASE`'s parts; and around an operation on
+/// the left of an operation that binds no tighter, or on the right of one that
+/// binds looser (`a - (b - c)`, `a * (b % c)` and `a + (b + c)` keep theirs:
+/// floating-point addition is not associative either).
+pub(crate) fn drop_redundant_parentheses<T: VisitMut>(tree: &mut T) {
+    let _ = visit_expressions_mut(tree, |e| {
+        match e {
+            ast::Expr::Nested(inner) if is_atom(inner) => {
+                let inner = std::mem::replace(inner.as_mut(), ast::Expr::value(ast::Value::Null));
+                *e = inner;
+            }
+            ast::Expr::BinaryOp { left, op, right } => {
+                // The unparser leaves signs, `IS NULL`, `NOT` and the like
+                // bare; next to an operator they would take in more, or
+                // less, than they stand for (`-y * z` reads as `-(y * z)`).
+                guard(left);
+                guard(right);
+                if let Some(outer) = binding(op) {
+                    // Comparisons do not chain: `(a < b) = c` keeps its parentheses.
+                    unwrap_if(left, |inner| inner > outer || (inner == outer && outer != COMPARISON));
+                    unwrap_if(right, |inner| inner > outer);
+                }
+            }
+            ast::Expr::Function(function) => {
+                if let ast::FunctionArguments::List(list) = &mut function.args {
+                    for arg in &mut list.args {
+                        if let ast::FunctionArg::Unnamed(ast::FunctionArgExpr::Expr(arg)) = arg {
+                            unwrap_if(arg, |_| true);
+                        }
+                    }
+                }
+            }
+            ast::Expr::UnaryOp { expr: operand, .. }
+            | ast::Expr::IsNull(operand)
+            | ast::Expr::IsNotNull(operand)
+            | ast::Expr::IsTrue(operand)
+            | ast::Expr::IsNotTrue(operand)
+            | ast::Expr::IsFalse(operand)
+            | ast::Expr::IsNotFalse(operand)
+            | ast::Expr::IsUnknown(operand)
+            | ast::Expr::IsNotUnknown(operand) => guard(operand),
+            ast::Expr::Cast { expr, .. } => unwrap_if(expr, |_| true),
+            ast::Expr::Case { operand, conditions, else_result, .. } => {
+                if let Some(operand) = operand {
+                    unwrap_if(operand, |_| true);
+                }
+                for when in conditions {
+                    unwrap_if(&mut when.condition, |_| true);
+                    unwrap_if(&mut when.result, |_| true);
+                }
+                if let Some(otherwise) = else_result {
+                    unwrap_if(otherwise, |_| true);
+                }
+            }
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+/// Puts an operand in parentheses unless it is an atom or an operation the
+/// rules above have parenthesized.
+fn guard(operand: &mut Box<ast::Expr>) {
+    if !is_atom(operand) && !matches!(operand.as_ref(), ast::Expr::BinaryOp { .. }) {
+        let bare = std::mem::replace(operand.as_mut(), ast::Expr::value(ast::Value::Null));
+        **operand = ast::Expr::Nested(Box::new(bare));
+    }
+}
+
+/// Replaces `(operation)` by `operation` when `keep_out(its binding)` holds
+/// (an operation whose binding is not known keeps its parentheses).
+fn unwrap_if(expr: &mut ast::Expr, keep_out: impl Fn(u8) -> bool) {
+    if let ast::Expr::Nested(inner) = expr {
+        let strength = match inner.as_ref() {
+            ast::Expr::BinaryOp { op, .. } => binding(op),
+            _ => None,
+        };
+        if strength.is_some_and(keep_out) {
+            let inner = std::mem::replace(inner.as_mut(), ast::Expr::value(ast::Value::Null));
+            *expr = inner;
+        }
+    }
+}
+
+const COMPARISON: u8 = 3;
+
+/// How tightly the parser binds a binary operator, for those printed here;
+/// all are left-associative.
+fn binding(op: &ast::BinaryOperator) -> Option<u8> {
+    use ast::BinaryOperator::*;
+    match op {
+        Or => Some(1),
+        And => Some(2),
+        Eq | NotEq | Lt | LtEq | Gt | GtEq => Some(COMPARISON),
+        Plus | Minus => Some(4),
+        Multiply | Divide | Modulo => Some(5),
+        _ => None,
+    }
+}
+
+/// An expression that reads back the same wherever it stands.
+fn is_atom(expr: &ast::Expr) -> bool {
+    match expr {
+        ast::Expr::Identifier(_)
+        | ast::Expr::CompoundIdentifier(_)
+        | ast::Expr::Function(_)
+        | ast::Expr::Cast { .. }
+        | ast::Expr::Case { .. }
+        | ast::Expr::Nested(_) => true,
+        ast::Expr::Value(value) => !value.to_string().starts_with(['-', '+']),
+        _ => false,
+    }
+}
+
 /// Puts the operand of every unary sign that would print right after another
 /// sign in parentheses.
 pub(crate) fn separate_signs<T: VisitMut>(tree: &mut T) {
@@ -432,5 +557,86 @@ fn starts_with_sign(expr: &ast::Expr) -> bool {
         | ast::Expr::Cast { .. }
         | ast::Expr::Case { .. } => false,
         other => other.to_string().starts_with(['-', '+']),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion_expr::{col, lit, when, Expr};
+    use datafusion_functions::math::expr_fn::{exp, sin};
+
+    use super::to_sql;
+    use crate::sql::plan::plan_scalar;
+
+    /// Random trees of the operations whose spelling depends on
+    /// parentheses: every binary operator on both sides of every other,
+    /// signs, `CASE` and calls.
+    fn next(state: &mut u64, n: u64) -> u64 {
+        *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (*state >> 33) % n
+    }
+
+    fn random_tree(state: &mut u64, depth: usize) -> Expr {
+        if depth == 0 || next(state, 5) == 0 {
+            return match next(state, 4) {
+                0 => col("x"),
+                1 => col("y"),
+                2 => lit(next(state, 1000) as f64 / 100.0),
+                _ => lit(next(state, 10) as i64),
+            };
+        }
+        let choice = next(state, 16);
+        let mut child = || random_tree(state, depth - 1);
+        match choice {
+            0 => child() + child(),
+            1 => child() - child(),
+            2 => child() * child(),
+            3 => child() / child(),
+            4 => child() % child(),
+            5 => child().gt(child()),
+            6 => child().eq(child()),
+            7 => child().lt_eq(child()),
+            8 => child().and(child()),
+            9 => child().or(child()),
+            10 => Expr::Negative(Box::new(match child() {
+                // `-0.5` reads back as the literal −0.5, not as a negation.
+                Expr::Literal(..) => col("x") - col("y"),
+                other => other,
+            })),
+            11 => child().is_null(),
+            12 => when(child().gt(child()), sin(child())).otherwise(sin(child())).unwrap(),
+            13 => sin(child()),
+            14 => exp(child() - child()),
+            _ => Expr::Not(Box::new(child().gt(child()))),
+        }
+    }
+
+    #[test]
+    fn printed_expressions_read_back_as_the_same_tree() {
+        let mut state = 20_261_123;
+        for _ in 0..3_000 {
+            let expr = random_tree(&mut state, 5);
+            let text = to_sql(&expr).unwrap();
+            assert!(!text.contains("--"), "{text}");
+            let (read, _) = plan_scalar(&[&text]).unwrap();
+            assert_eq!(read[0], expr, "{expr}\nprinted as {text}");
+        }
+    }
+
+    #[test]
+    fn parentheses_stay_where_the_grammar_needs_them() {
+        let (x, y) = (col("x"), col("y"));
+        let cases = [
+            (x.clone() * (y.clone() % lit(2.5)), "x * (y % 2.5)"),
+            (x.clone() - (y.clone() - lit(1.0)), "x - (y - 1.0)"),
+            (x.clone() + (y.clone() + lit(1.0)), "x + (y + 1.0)"),
+            ((x.clone() + y.clone()) * lit(2.0), "(x + y) * 2.0"),
+            (x.clone() * y.clone() % lit(2.0), "x * y % 2.0"),
+            (x.clone() / (y.clone() * lit(2.0)), "x / (y * 2.0)"),
+            (sin(x.clone() + y.clone()), "sin(x + y)"),
+        ];
+        for (expr, text) in cases {
+            assert_eq!(to_sql(&expr).unwrap(), text);
+        }
     }
 }

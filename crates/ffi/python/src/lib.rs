@@ -162,6 +162,15 @@ fn differentiate(expr_sql: &str, wrt: &str, dialect: &str) -> PyResult<String> {
     engine("differentiate", || differentiate_sql(expr_sql, wrt, dialect))
 }
 
+/// The query that checks `grad(expr, wrt)` against central differences on
+/// every row of `relation` (a table name or a query).
+#[pyfunction]
+fn check_grad_sql(expr: &str, wrt: &str, relation: &str) -> PyResult<String> {
+    engine("check_grad_sql", || {
+        datafusion_autograd::check_grad_sql(expr, wrt, relation)
+    })
+}
+
 /// The names of the functions and operators with a derivative rule.
 #[pyfunction]
 fn primitives() -> Vec<&'static str> {
@@ -306,6 +315,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<VjpUDF>()?;
     m.add_class::<Rewritten>()?;
     m.add_function(wrap_pyfunction!(differentiate, m)?)?;
+    m.add_function(wrap_pyfunction!(check_grad_sql, m)?)?;
     m.add_function(wrap_pyfunction!(rewrite_sql, m)?)?;
     m.add_function(wrap_pyfunction!(gradient_sql, m)?)?;
     m.add_function(wrap_pyfunction!(derivative, m)?)?;
