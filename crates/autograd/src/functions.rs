@@ -1,22 +1,12 @@
-//! The functions this crate adds to a session, and the ones an expression
-//! arriving from outside (SQL text, protobuf bytes) may call.
+//! Registering the functions this crate adds on a session.
 
 use std::sync::Arc;
 
 use datafusion::prelude::SessionContext;
-use datafusion_expr::ScalarUDF;
 
 use crate::options::AutogradOptions;
 use crate::relational::GradientFunction;
 use crate::udf::udfs;
-
-/// DataFusion's built-in scalar functions followed by the markers.
-pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
-    datafusion_functions::all_default_functions()
-        .into_iter()
-        .chain(udfs())
-        .collect()
-}
 
 /// Registers `grad`, `jvp` and `vjp`, the table function `gradient`, and the
 /// options `autograd.*` ([`AutogradOptions`]) on `ctx`.

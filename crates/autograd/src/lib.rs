@@ -51,7 +51,7 @@ mod stack;
 mod tangent;
 mod udf;
 
-pub use functions::{register, scalar_functions};
+pub use functions::register;
 pub use marker::{differentiate, expand_markers, linearize, Derivative};
 pub use options::AutogradOptions;
 pub use reals::ColumnTypes;
@@ -62,4 +62,6 @@ pub use sql::plan::{Catalog, Relation};
 pub use sql::{
     check_grad, check_grad_sql, differentiate_sql, plan_to_sql, Dialect, GradCheck,
 };
-pub use udf::{expr_fn, grad_udf, jvp_udf, udf, udfs, vjp_udf, DerivativeUdf, NOT_SIMPLIFIED};
+pub use udf::{
+    expr_fn, grad_udf, jvp_udf, scalar_functions, udf, udfs, vjp_udf, DerivativeUdf, NOT_SIMPLIFIED,
+};

@@ -202,3 +202,13 @@ pub mod expr_fn {
         super::vjp_udf().call(vec![expr, wrt, cotangent])
     }
 }
+
+/// The functions an expression arriving from outside (SQL text, protobuf
+/// bytes) may call: DataFusion's built-in scalar functions followed by the
+/// markers.
+pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
+    datafusion_functions::all_default_functions()
+        .into_iter()
+        .chain(udfs())
+        .collect()
+}

@@ -22,6 +22,7 @@ use datafusion_expr::{
 use datafusion_functions::core::expr_fn::coalesce;
 use datafusion_functions::math::expr_fn::{abs, ln, power, tan};
 use datafusion_sql::sqlparser::ast;
+use datafusion_sql::sqlparser::keywords::ALL_KEYWORDS;
 use datafusion_sql::unparser::dialect::{self as unparser, CharacterLengthStyle};
 use datafusion_sql::unparser::Unparser;
 
@@ -63,7 +64,7 @@ impl Dialect {
     /// DataFusion's unparser dialect for the engine, which this module extends.
     pub(crate) fn unparser(self) -> Box<dyn unparser::Dialect> {
         match self {
-            Dialect::DataFusion => Box::new(super::emit::DataFusionDialect),
+            Dialect::DataFusion => Box::new(DataFusionDialect),
             Dialect::DuckDb => Box::new(DuckDbDividing(unparser::DuckDBDialect::new())),
             Dialect::PostgreSql => Box::new(unparser::PostgreSqlDialect {}),
             Dialect::Sqlite => Box::new(unparser::SqliteDialect {}),
@@ -379,5 +380,25 @@ impl ScalarUDFImpl for EngineFunction {
              evaluate it",
             self.name
         )
+    }
+}
+
+/// DataFusion's SQL, as DataFusion's own default unparser dialect writes it:
+/// identifiers are quoted when they are keywords, hold upper-case letters (the
+/// parser would lower-case them) or anything but letters, digits and `_`.
+/// The default dialect decides this with a regular expression compiled anew
+/// for every identifier; this one reads the characters.
+pub(super) struct DataFusionDialect;
+
+impl unparser::Dialect for DataFusionDialect {
+    fn identifier_quote_style(&self, identifier: &str) -> Option<char> {
+        let mut chars = identifier.chars();
+        let plain = chars
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        let upper = identifier.to_ascii_uppercase();
+        let keyword = upper != "ID" && ALL_KEYWORDS.binary_search(&upper.as_str()).is_ok();
+        (keyword || !plain).then_some('"')
     }
 }

@@ -39,11 +39,11 @@ use datafusion_expr::{cast, lit, Expr, ExprSchemable, LogicalPlan, LogicalPlanBu
 use datafusion_functions::math::expr_fn::trunc;
 use datafusion_optimizer::analyzer::type_coercion::TypeCoercionRewriter;
 use datafusion_sql::sqlparser::ast::{self, visit_expressions_mut, UnaryOperator, VisitMut};
-use datafusion_sql::sqlparser::keywords::ALL_KEYWORDS;
-use datafusion_sql::unparser::dialect::Dialect as UnparserDialect;
 use datafusion_sql::unparser::Unparser;
 
-use super::dialect::{engine_function, Dialect, EngineFunction, NonFinite, Spelling};
+use super::dialect::{
+    engine_function, DataFusionDialect, Dialect, EngineFunction, NonFinite, Spelling,
+};
 
 /// Prints an expression as DataFusion SQL without redundant parentheses.
 pub(crate) fn to_sql(expr: &Expr) -> Result<String> {
@@ -327,26 +327,6 @@ impl Chain {
         };
         let source = LogicalTableSource::new(Arc::new(plan.schema().as_arrow().clone()));
         LogicalPlanBuilder::scan(name, Arc::new(source), None)?.build()
-    }
-}
-
-/// DataFusion's SQL, as DataFusion's own default unparser dialect writes it:
-/// identifiers are quoted when they are keywords, hold upper-case letters (the
-/// parser would lower-case them) or anything but letters, digits and `_`.
-/// The default dialect decides this with a regular expression compiled anew
-/// for every identifier; this one reads the characters.
-pub(super) struct DataFusionDialect;
-
-impl UnparserDialect for DataFusionDialect {
-    fn identifier_quote_style(&self, identifier: &str) -> Option<char> {
-        let mut chars = identifier.chars();
-        let plain = chars
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        let upper = identifier.to_ascii_uppercase();
-        let keyword = upper != "ID" && ALL_KEYWORDS.binary_search(&upper.as_str()).is_ok();
-        (keyword || !plain).then_some('"')
     }
 }
 

@@ -25,7 +25,7 @@ use datafusion_sql::sqlparser::dialect::GenericDialect;
 use datafusion_sql::sqlparser::parser::Parser;
 use datafusion_sql::sqlparser::tokenizer::Token;
 
-use crate::functions::scalar_functions;
+use crate::udf::scalar_functions;
 
 /// How deeply SQL text read here may nest (the parser's recursion limit; its
 /// recursion grows the stack as it goes, so the limit is about time, not
