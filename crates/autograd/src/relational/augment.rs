@@ -8,9 +8,7 @@ use datafusion_expr::expr_rewriter::{
     normalize_col, normalize_col_with_schemas_and_ambiguity_check,
 };
 use datafusion_expr::logical_plan::Join;
-use datafusion_expr::{lit, Expr, JoinConstraint, JoinType, LogicalPlan, LogicalPlanBuilder};
-
-use super::backprop::Backprop;
+use datafusion_expr::{Expr, JoinConstraint, JoinType, LogicalPlan, LogicalPlanBuilder};
 
 /// A node's rows for the reverse pass.
 ///
@@ -66,49 +64,6 @@ pub(crate) fn contribution_column(k: usize) -> String {
 
 /// The contribution's column in a contribution.
 pub(crate) const CONTRIBUTION: &str = "__ag_contribution";
-
-/// Several sets of contributions to one node's rows, as one.
-pub(crate) fn merge(bp: &Backprop, bars: Vec<Bar>) -> Result<Option<Bar>> {
-    let mut bars: Vec<Bar> = bars
-        .into_iter()
-        .filter(|b| b.cot.iter().any(Option::is_some))
-        .collect();
-    if bars.len() <= 1 {
-        return Ok(bars.pop());
-    }
-    let aug = bars[0].aug.clone();
-    let cot: Vec<Option<Column>> = (0..aug.out.len())
-        .map(|j| {
-            bars.iter()
-                .any(|b| b.cot[j].is_some())
-                .then(|| bp.fresh("d"))
-        })
-        .collect();
-    let mut union: Option<LogicalPlanBuilder> = None;
-    for bar in &bars {
-        let extra = cot.iter().enumerate().filter_map(|(j, name)| {
-            let name = name.as_ref()?;
-            let value = match &bar.cot[j] {
-                Some(c) => Expr::Column(c.clone()),
-                None => lit(0.0_f64),
-            };
-            Some(value.alias(name.name.clone()))
-        });
-        let exprs = with_columns(&aug.plan, extra);
-        let plan = LogicalPlanBuilder::from(bar.plan.clone())
-            .project(exprs)?
-            .build()?;
-        union = Some(match union {
-            None => LogicalPlanBuilder::from(plan),
-            Some(union) => union.union(plan)?,
-        });
-    }
-    Ok(Some(Bar {
-        plan: union.expect("at least two").build()?,
-        aug,
-        cot,
-    }))
-}
 
 /// `plan` under a projection of all its columns, when it is an aggregate or a
 /// window: the shape in which DataFusion's unparser writes them as SQL.

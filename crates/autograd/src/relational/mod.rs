@@ -30,12 +30,17 @@
 //! group of copies received. Nothing depends on the order rows arrive in.
 
 mod activity;
+mod assemble;
 mod augment;
 mod backprop;
+mod loss;
 mod operators;
 mod parameter;
+mod pass;
 mod reductions;
+mod rule;
 mod staged;
+mod substitution;
 mod table_function;
 
 use std::sync::Arc;
@@ -48,13 +53,11 @@ use crate::options::AutogradOptions;
 use crate::sql::plan::{plan_query, Catalog, Relation};
 
 use crate::stack::with_room;
-use backprop::Backprop;
+pub use assemble::GRADIENT_COLUMN;
 pub use parameter::Parameter;
+use pass::Pass;
 pub use staged::{GradientTable, Staged, StagedSql};
 pub use table_function::GradientFunction;
-
-/// The column of the result that holds the gradient.
-pub const GRADIENT_COLUMN: &str = "grad";
 
 /// The gradient of `loss` with respect to `parameter`: every row of the
 /// parameter's table, all its columns, and `grad`, as a plan in stages (see
@@ -72,7 +75,7 @@ pub fn gradient(
     options: &AutogradOptions,
 ) -> Result<Staged> {
     with_room(|| {
-        let loss = activity::normalize(loss, parameter, options)?;
+        let loss = loss::normalize(loss, parameter, options)?;
         if loss.schema().fields().len() != 1 {
             return plan_err!(
                 "gradient(): the loss query must return one column, found {}",
@@ -85,13 +88,13 @@ pub fn gradient(
                 loss.schema().field(0).data_type()
             );
         }
-        if !activity::returns_one_row(&loss) {
+        if !loss::returns_one_row(&loss) {
             return plan_err!(
                 "gradient(): the loss query must return exactly one row; make its outermost \
                  operation an aggregate without GROUP BY, for example SELECT SUM(…) or AVG(…)"
             );
         }
-        Backprop::new(parameter, options).differentiate(&loss)
+        Pass::new(parameter, options).differentiate(&loss)
     })
 }
 

@@ -76,7 +76,7 @@ pub(crate) struct Reduced {
 /// back onto every input row of the group, and taken through each argument's
 /// derivative.
 pub(crate) fn spread(
-    bp: &Backprop,
+    bp: &dyn Backprop,
     input: Augmented,
     input_active: &[bool],
     input_keys: Vec<Expr>,
@@ -171,7 +171,8 @@ pub(crate) fn spread(
     {
         let mut terms = vec![];
         for (r, (rows, share)) in reduced.iter().zip(&shares) {
-            if let Some(d) = pullback(&r.arg, column, share.clone(), joined.schema(), bp.options)? {
+            if let Some(d) = pullback(&r.arg, column, share.clone(), joined.schema(), bp.options())?
+            {
                 terms.push(when(rows.clone(), d).otherwise(lit(0.0_f64))?);
             }
         }

@@ -11,11 +11,12 @@ use datafusion_expr::expr::AggregateFunction;
 use datafusion_expr::logical_plan::Aggregate;
 use datafusion_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 
-use super::{unsupported, Rule, Substitution};
 use crate::relational::activity::reads_active;
 use crate::relational::augment::{selected, Augmented, Bar, Layout};
 use crate::relational::backprop::Backprop;
 use crate::relational::reductions::{spread, Reduced, Reduction};
+use crate::relational::rule::{unsupported, Rule};
+use crate::relational::substitution::Substitution;
 
 pub(super) const RULE: Rule = Rule {
     activity,
@@ -39,7 +40,7 @@ fn call(expr: &Expr) -> Option<&AggregateFunction> {
     }
 }
 
-fn activity(_: &Backprop, node: &LogicalPlan, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
+fn activity(_: &dyn Backprop, node: &LogicalPlan, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
     let agg = aggregate(node);
     let schema = agg.input.schema();
     let active = &inputs[0];
@@ -88,7 +89,7 @@ fn reduction_of(node: &LogicalPlan, expr: &Expr) -> Result<Reduction> {
 
 /// The aggregate over its input's augmented plan, which is kept: the reverse
 /// rule reads it again.
-fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
+fn forward(bp: &dyn Backprop, node: &LogicalPlan) -> Result<Augmented> {
     let agg = aggregate(node);
     let input = bp.reduced_input(&agg.input)?;
     let substitution = Substitution::new(agg.input.schema(), &input.out);
@@ -120,7 +121,7 @@ fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
     })
 }
 
-fn backward(bp: &Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
+fn backward(bp: &dyn Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
     let agg = aggregate(node);
     let input = bp.reduced_input(&agg.input)?;
     let substitution = Substitution::new(agg.input.schema(), &input.out);

@@ -7,9 +7,9 @@ use std::rc::Rc;
 use datafusion_common::Result;
 use datafusion_expr::LogicalPlan;
 
-use super::Rule;
 use crate::relational::augment::{Augmented, Bar, Layout};
 use crate::relational::backprop::Backprop;
+use crate::relational::rule::Rule;
 
 pub(super) const RULE: Rule = Rule {
     activity,
@@ -17,11 +17,11 @@ pub(super) const RULE: Rule = Rule {
     backward,
 };
 
-fn activity(_: &Backprop, _: &LogicalPlan, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
+fn activity(_: &dyn Backprop, _: &LogicalPlan, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
     Ok(inputs[0].to_vec())
 }
 
-fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
+fn forward(bp: &dyn Backprop, node: &LogicalPlan) -> Result<Augmented> {
     let input = bp.forward(node.inputs()[0])?;
     Ok(Augmented {
         plan: input.plan.clone(),
@@ -30,7 +30,7 @@ fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
     })
 }
 
-pub(super) fn backward(_: &Backprop, _: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
+pub(super) fn backward(_: &dyn Backprop, _: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
     let Layout::Rows(inputs) = &bar.aug.layout else {
         unreachable!("an alias's rows are its input's")
     };

@@ -8,9 +8,10 @@ use std::rc::Rc;
 use datafusion_common::Result;
 use datafusion_expr::{LogicalPlan, LogicalPlanBuilder};
 
-use super::{unsupported, Rule, Substitution};
 use crate::relational::augment::{Augmented, Bar, Layout};
 use crate::relational::backprop::Backprop;
+use crate::relational::rule::{unsupported, Rule};
+use crate::relational::substitution::Substitution;
 
 pub(super) const RULE: Rule = Rule {
     activity,
@@ -18,11 +19,11 @@ pub(super) const RULE: Rule = Rule {
     backward,
 };
 
-fn activity(_: &Backprop, _: &LogicalPlan, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
+fn activity(_: &dyn Backprop, _: &LogicalPlan, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
     Ok(inputs[0].to_vec())
 }
 
-fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
+fn forward(bp: &dyn Backprop, node: &LogicalPlan) -> Result<Augmented> {
     let LogicalPlan::Filter(filter) = node else {
         unreachable!("the filter rule is only called on filters")
     };
@@ -42,7 +43,7 @@ fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
     })
 }
 
-fn backward(_: &Backprop, _: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
+fn backward(_: &dyn Backprop, _: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
     let Layout::Rows(inputs) = &bar.aug.layout else {
         unreachable!("a filter's rows are its input's")
     };

@@ -9,10 +9,11 @@ use datafusion_common::Result;
 use datafusion_expr::logical_plan::Join;
 use datafusion_expr::{JoinType, LogicalPlan};
 
-use super::{unsupported, Rule, Substitution};
 use crate::relational::activity::concat;
 use crate::relational::augment::{self, Augmented, Bar, Layout};
 use crate::relational::backprop::Backprop;
+use crate::relational::rule::{unsupported, Rule};
+use crate::relational::substitution::Substitution;
 
 pub(super) const RULE: Rule = Rule {
     activity,
@@ -27,7 +28,7 @@ fn join(node: &LogicalPlan) -> &Join {
     }
 }
 
-fn activity(_: &Backprop, node: &LogicalPlan, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
+fn activity(_: &dyn Backprop, node: &LogicalPlan, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
     let join = join(node);
     if join.join_type != JoinType::Inner {
         return unsupported(
@@ -42,7 +43,7 @@ fn activity(_: &Backprop, node: &LogicalPlan, inputs: &[Rc<[bool]>]) -> Result<V
     Ok(active)
 }
 
-fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
+fn forward(bp: &dyn Backprop, node: &LogicalPlan) -> Result<Augmented> {
     let join = join(node);
     let left = bp.forward(&join.left)?;
     let right = bp.forward(&join.right)?;
@@ -73,7 +74,7 @@ fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
     })
 }
 
-fn backward(bp: &Backprop, _: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
+fn backward(bp: &dyn Backprop, _: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
     let Layout::Rows(inputs) = &bar.aug.layout else {
         unreachable!("a join's rows hold both inputs' rows")
     };

@@ -8,11 +8,12 @@ use std::rc::Rc;
 use datafusion_common::Result;
 use datafusion_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 
-use super::{Rule, Substitution};
 use crate::marker::pullback;
 use crate::relational::activity::reads_active;
 use crate::relational::augment::{with_columns, Augmented, Bar, Layout};
 use crate::relational::backprop::Backprop;
+use crate::relational::rule::Rule;
+use crate::relational::substitution::Substitution;
 
 pub(super) const RULE: Rule = Rule {
     activity,
@@ -27,7 +28,7 @@ fn parts(node: &LogicalPlan) -> (&[Expr], &LogicalPlan) {
     }
 }
 
-fn activity(_: &Backprop, node: &LogicalPlan, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
+fn activity(_: &dyn Backprop, node: &LogicalPlan, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
     let (exprs, input) = parts(node);
     Ok(exprs
         .iter()
@@ -45,7 +46,7 @@ fn projected(node: &LogicalPlan, input: &Augmented) -> Result<Vec<Expr>> {
         .collect()
 }
 
-fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
+fn forward(bp: &dyn Backprop, node: &LogicalPlan) -> Result<Augmented> {
     let (_, input_node) = parts(node);
     let input = bp.forward(input_node)?;
     let out: Vec<_> = (0..node.schema().fields().len())
@@ -65,7 +66,7 @@ fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
     })
 }
 
-fn backward(bp: &Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
+fn backward(bp: &dyn Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
     let (_, input_node) = parts(node);
     let Layout::Rows(inputs) = &bar.aug.layout else {
         unreachable!("a projection's rows are its input's")
@@ -84,7 +85,7 @@ fn backward(bp: &Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, B
                 column,
                 Expr::Column(c.clone()),
                 bar.plan.schema(),
-                bp.options,
+                bp.options(),
             )? {
                 terms.push(term);
             }

@@ -10,12 +10,12 @@ use datafusion::datasource::source_as_provider;
 use datafusion_common::Result;
 use datafusion_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableScan};
 
-use super::{unsupported, Rule};
 use crate::relational::augment::{
     contribution_column, rename, Augmented, Bar, Layout, CONTRIBUTION,
 };
 use crate::relational::backprop::Backprop;
-use crate::relational::GradientTable;
+use crate::relational::rule::{unsupported, Rule};
+use crate::relational::staged::GradientTable;
 
 pub(super) const RULE: Rule = Rule {
     activity,
@@ -23,7 +23,7 @@ pub(super) const RULE: Rule = Rule {
     backward,
 };
 
-fn activity(bp: &Backprop, node: &LogicalPlan, _: &[Rc<[bool]>]) -> Result<Vec<bool>> {
+fn activity(bp: &dyn Backprop, node: &LogicalPlan, _: &[Rc<[bool]>]) -> Result<Vec<bool>> {
     let LogicalPlan::TableScan(scan) = node else {
         unreachable!("the scan rule is only called on scans")
     };
@@ -35,8 +35,8 @@ fn activity(bp: &Backprop, node: &LogicalPlan, _: &[Rc<[bool]>]) -> Result<Vec<b
         );
     }
     let mut active = vec![false; node.schema().fields().len()];
-    if bp.parameter.is_scanned_by(scan) {
-        if let Some(j) = bp.parameter.column_of(scan) {
+    if bp.parameter().is_scanned_by(scan) {
+        if let Some(j) = bp.parameter().column_of(scan) {
             if scan.fetch.is_some() {
                 return unsupported(
                     node,
@@ -55,7 +55,7 @@ fn reads_a_gradient(scan: &TableScan) -> bool {
         .is_ok_and(|provider| (provider.as_ref() as &dyn Any).is::<GradientTable>())
 }
 
-fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
+fn forward(bp: &dyn Backprop, node: &LogicalPlan) -> Result<Augmented> {
     let LogicalPlan::TableScan(scan) = node else {
         unreachable!("the scan rule is only called on scans")
     };
@@ -81,7 +81,7 @@ fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
     })
 }
 
-fn backward(bp: &Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
+fn backward(bp: &dyn Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
     let LogicalPlan::TableScan(scan) = node else {
         unreachable!("the scan rule is only called on scans")
     };
@@ -89,7 +89,7 @@ fn backward(bp: &Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, B
         unreachable!("an active scan is the parameter's")
     };
     let Some(cot) = bp
-        .parameter
+        .parameter()
         .column_of(scan)
         .and_then(|j| bar.cot[j].clone())
     else {

@@ -7,9 +7,10 @@ use std::rc::Rc;
 use datafusion_common::Result;
 use datafusion_expr::LogicalPlan;
 
-use super::{alias, unsupported, Rule};
+use super::alias;
 use crate::relational::augment::{Augmented, Layout};
 use crate::relational::backprop::Backprop;
+use crate::relational::rule::{unsupported, Rule};
 
 pub(super) const RULE: Rule = Rule {
     activity,
@@ -17,7 +18,7 @@ pub(super) const RULE: Rule = Rule {
     backward: alias::backward,
 };
 
-fn activity(_: &Backprop, node: &LogicalPlan, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
+fn activity(_: &dyn Backprop, node: &LogicalPlan, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
     if let LogicalPlan::Sort(sort) = node {
         if sort.fetch.is_some() {
             return unsupported(node, "a LIMIT keeps rows by the values it sorts");
@@ -26,7 +27,7 @@ fn activity(_: &Backprop, node: &LogicalPlan, inputs: &[Rc<[bool]>]) -> Result<V
     Ok(inputs[0].to_vec())
 }
 
-fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
+fn forward(bp: &dyn Backprop, node: &LogicalPlan) -> Result<Augmented> {
     let input = bp.forward(node.inputs()[0])?;
     Ok(Augmented {
         plan: input.plan.clone(),

@@ -7,9 +7,9 @@ use std::rc::Rc;
 use datafusion_common::{Column, Result, ScalarValue};
 use datafusion_expr::{lit, Expr, LogicalPlan, LogicalPlanBuilder};
 
-use super::Rule;
 use crate::relational::augment::{Augmented, Bar, Layout};
 use crate::relational::backprop::Backprop;
+use crate::relational::rule::Rule;
 
 pub(super) const RULE: Rule = Rule {
     activity,
@@ -17,13 +17,13 @@ pub(super) const RULE: Rule = Rule {
     backward,
 };
 
-fn activity(_: &Backprop, node: &LogicalPlan, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
+fn activity(_: &dyn Backprop, node: &LogicalPlan, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
     Ok((0..node.schema().fields().len())
         .map(|j| inputs.iter().any(|a| a[j]))
         .collect())
 }
 
-fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
+fn forward(bp: &dyn Backprop, node: &LogicalPlan) -> Result<Augmented> {
     let inputs = node
         .inputs()
         .into_iter()
@@ -39,7 +39,7 @@ fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
         .enumerate()
         .map(|(k, input)| {
             (0..input.plan.schema().fields().len())
-                .map(|c| bp.named(node, format!("in{k}_{c}")))
+                .map(|c| bp.named(node, &format!("in{k}_{c}")))
                 .collect()
         })
         .collect();
@@ -87,7 +87,7 @@ fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
     })
 }
 
-fn backward(bp: &Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
+fn backward(bp: &dyn Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
     let Layout::Branches { tag, inputs } = &bar.aug.layout else {
         unreachable!("a union's rows are tagged with their input")
     };

@@ -7,19 +7,20 @@
 
 use std::rc::Rc;
 
-use datafusion_common::Result;
+use datafusion_common::{Column, Result};
 use datafusion_expr::expr::{WindowFunction, WindowFunctionParams};
 use datafusion_expr::expr_rewriter::normalize_col;
 use datafusion_expr::logical_plan::Window;
 use datafusion_expr::{
-    Expr, LogicalPlan, LogicalPlanBuilder, WindowFrameBound, WindowFunctionDefinition,
+    lit, Expr, LogicalPlan, LogicalPlanBuilder, WindowFrameBound, WindowFunctionDefinition,
 };
 
-use super::{unsupported, Rule, Substitution};
 use crate::relational::activity::reads_active;
-use crate::relational::augment::{merge, selected, Augmented, Bar, Layout};
+use crate::relational::augment::{selected, with_columns, Augmented, Bar, Layout};
 use crate::relational::backprop::Backprop;
 use crate::relational::reductions::{spread, Reduced, Reduction};
+use crate::relational::rule::{unsupported, Rule};
+use crate::relational::substitution::Substitution;
 
 pub(super) const RULE: Rule = Rule {
     activity,
@@ -49,7 +50,7 @@ fn whole_partition(params: &WindowFunctionParams) -> bool {
         && matches!(&frame.end_bound, WindowFrameBound::Following(v) if v.is_null())
 }
 
-fn activity(_: &Backprop, node: &LogicalPlan, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
+fn activity(_: &dyn Backprop, node: &LogicalPlan, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
     let window = window(node);
     let schema = window.input.schema();
     let active = &inputs[0];
@@ -100,7 +101,7 @@ fn is_active(node: &LogicalPlan, expr: &Expr, reads: impl Fn(&Expr) -> bool) -> 
     Ok(true)
 }
 
-fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
+fn forward(bp: &dyn Backprop, node: &LogicalPlan) -> Result<Augmented> {
     let window = window(node);
     let input = bp.reduced_input(&window.input)?;
     let substitution = Substitution::new(window.input.schema(), &input.out);
@@ -127,7 +128,7 @@ fn forward(bp: &Backprop, node: &LogicalPlan) -> Result<Augmented> {
     })
 }
 
-fn backward(bp: &Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
+fn backward(bp: &dyn Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
     let window = window(node);
     let Layout::Rows(inputs) = &bar.aug.layout else {
         unreachable!("a window's rows are its input's")
@@ -180,4 +181,47 @@ fn backward(bp: &Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, B
         }
     }
     Ok(merge(bp, bars)?.map(|b| vec![(0, b)]).unwrap_or_default())
+}
+
+/// Several sets of contributions to one node's rows, as one.
+fn merge(bp: &dyn Backprop, bars: Vec<Bar>) -> Result<Option<Bar>> {
+    let mut bars: Vec<Bar> = bars
+        .into_iter()
+        .filter(|b| b.cot.iter().any(Option::is_some))
+        .collect();
+    if bars.len() <= 1 {
+        return Ok(bars.pop());
+    }
+    let aug = bars[0].aug.clone();
+    let cot: Vec<Option<Column>> = (0..aug.out.len())
+        .map(|j| {
+            bars.iter()
+                .any(|b| b.cot[j].is_some())
+                .then(|| bp.fresh("d"))
+        })
+        .collect();
+    let mut union: Option<LogicalPlanBuilder> = None;
+    for bar in &bars {
+        let extra = cot.iter().enumerate().filter_map(|(j, name)| {
+            let name = name.as_ref()?;
+            let value = match &bar.cot[j] {
+                Some(c) => Expr::Column(c.clone()),
+                None => lit(0.0_f64),
+            };
+            Some(value.alias(name.name.clone()))
+        });
+        let exprs = with_columns(&aug.plan, extra);
+        let plan = LogicalPlanBuilder::from(bar.plan.clone())
+            .project(exprs)?
+            .build()?;
+        union = Some(match union {
+            None => LogicalPlanBuilder::from(plan),
+            Some(union) => union.union(plan)?,
+        });
+    }
+    Ok(Some(Bar {
+        plan: union.expect("at least two").build()?,
+        aug,
+        cot,
+    }))
 }
