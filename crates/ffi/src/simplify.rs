@@ -18,11 +18,10 @@
 //! Arguments and results cross as datafusion-proto bytes; see the crate's
 //! README for the protocol.
 
-use std::collections::HashSet;
 use std::ffi::c_void;
 use std::hash::{Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use datafusion_common::arrow::datatypes::{DataType, Field, FieldRef, Schema};
 use datafusion_common::arrow::ffi::FFI_ArrowSchema;
@@ -130,17 +129,19 @@ impl From<&FFI_Documentation> for Documentation {
 
 /// `text` as a `&'static str`, which is all DataFusion's [`DocSection`]
 /// holds. Each distinct text is leaked once per process; there are as many as
-/// documentation sections in the loaded libraries.
+/// documentation sections in the loaded libraries, so a list is searched (a
+/// hash table would point into the middle of its allocation, which leak
+/// checkers cannot tell from a lost block).
 fn interned(text: &str) -> &'static str {
-    static TEXTS: LazyLock<Mutex<HashSet<&'static str>>> = LazyLock::new(Default::default);
+    static TEXTS: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
     let mut texts = TEXTS
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    if let Some(known) = texts.get(text) {
+    if let Some(known) = texts.iter().find(|known| **known == text) {
         return known;
     }
     let leaked: &'static str = Box::leak(text.to_owned().into_boxed_str());
-    texts.insert(leaked);
+    texts.push(leaked);
     leaked
 }
 
