@@ -1,6 +1,8 @@
 """Random expressions differentiated through the Python bridge on stock PyPI
-``datafusion``, against dual numbers written here and against
-``check_grad``'s central differences.
+``datafusion`` — as ``grad``, ``jvp`` and ``vjp`` — against dual numbers
+written here and against ``check_grad``'s central differences (nested markers
+are fuzzed in Rust, crates/autograd/tests/sql/fuzz.rs, against hyper-dual
+numbers).
 
 Every primitive the engine has a rule for appears in the trees, with CASE,
 casts and constants of both signs. Points are drawn away from every kink and
@@ -346,14 +348,21 @@ def problems(ctx: SessionContext, tree: Tree, points: list[tuple[float, float]],
     ctx.deregister_table("pts")
     ctx.register_record_batches("pts", [[batch]])
     found: list[str] = []
+    markers = {
+        "grad": (f"grad({tree.sql}, {wrt})", 1.0),
+        "jvp": (f"jvp({tree.sql}, {wrt}, 2.5)", 2.5),
+        "vjp": (f"vjp({tree.sql}, {wrt}, -1.5)", -1.5),
+    }
+    select = ", ".join(f"{call} AS {name}" for name, (call, _) in markers.items())
     try:
-        got = ctx.sql(f"SELECT grad({tree.sql}, {wrt}) AS d FROM pts ORDER BY id").to_pydict()["d"]
+        got = ctx.sql(f"SELECT {select} FROM pts ORDER BY id").to_pydict()
     except Exception as error:  # any failure is a finding, reported with the tree
         return [f"bridge: {type(error).__name__}: {error}"]
-    for point, value in zip(points, got):
-        want = derivative(tree, point, wrt)
-        if value is None or not abs(value - want) <= 1e-9 * (1 + abs(want)):
-            found.append(f"bridge: at {point} grad is {value}, dual numbers give {want}")
+    for name, (_, scale) in markers.items():
+        for point, value in zip(points, got[name]):
+            want = scale * derivative(tree, point, wrt)
+            if value is None or not abs(value - want) <= 1e-9 * (1 + abs(want)):
+                found.append(f"bridge: at {point} {name} is {value}, dual numbers give {want}")
     check = ag.check_grad(ctx, tree.sql, wrt, "pts")
     if check.checked != len(points) or not check.worst_error <= 1e-5:
         found.append(f"check_grad: {check}")
