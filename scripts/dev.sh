@@ -7,7 +7,8 @@
 #   memcheck  the dlopen host test under valgrind's memcheck (installs valgrind if missing)
 #   fuzz      setup, then the full fuzz run: 20,000 FFI cases, 5,000 cases per Python entry
 #             point (AUTOGRAD_FUZZ_CASES and AUTOGRAD_FUZZ_SEED override), and 10,000 random
-#             expression trees (AUTOGRAD_FUZZ_TREES overrides)
+#             expression trees in Rust and 10,000 through the Python bridge
+#             (AUTOGRAD_FUZZ_TREES overrides)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -94,6 +95,8 @@ case "${1:-}" in
         AUTOGRAD_FUZZ_CASES="${AUTOGRAD_FUZZ_CASES:-5000}" "$venv/bin/python" -m pytest -q tests/test_fuzz.py
         AUTOGRAD_FUZZ_TREES="${AUTOGRAD_FUZZ_TREES:-10000}" \
             cargo test --locked -p datafusion-autograd --test sql fuzz
+        AUTOGRAD_FUZZ_TREES="${AUTOGRAD_FUZZ_TREES:-10000}" \
+            "$venv/bin/python" -m pytest -q tests/test_random_trees.py
         ;;
     *)
         echo "usage: bash scripts/dev.sh <setup|train|test|memcheck|fuzz>" >&2
