@@ -1,8 +1,21 @@
 //! Property test: random compositions of smooth primitives, differentiated by
-//! the planner, checked against dual-number forward mode written here in Rust
-//! and against central finite differences evaluated by DataFusion.
+//! the planner, checked against dual-number forward mode written here in Rust,
+//! against central finite differences evaluated by DataFusion, and against the
+//! values the engine computed before its tangent algebra folded constants
+//! through products and collected like terms ([`RECORDED`]).
+
+use std::path::PathBuf;
 
 use crate::common::{assert_close, column, context, register, Rng};
+
+/// Every derivative value of the property test, in order, as computed by the
+/// engine whose tangents folded only literal operands (`x * 3 + 3 * x`
+/// stayed as written). Simplifying a derivative must keep its value to
+/// within [`RECORDED_RTOL`]. Written when [`RECORD`] is set; that rewrites
+/// the reference, so it is done only when the property test's trees change.
+const RECORDED: &str = "crates/autograd/tests/sql/random_trees.values";
+const RECORD: &str = "DATAFUSION_AUTOGRAD_RECORD_RANDOM_TREES";
+const RECORDED_RTOL: f64 = 1e-12;
 
 /// A random expression in `x` and `y`, built from operations that are smooth
 /// and finite on all of ℝ², so no point lands on a singularity.
@@ -165,6 +178,8 @@ async fn random_trees_match_dual_numbers_and_finite_differences() {
     let mut rng = Rng::new(2024);
     let n = 12;
     let h = 1e-6;
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(RECORDED);
+    let mut values = vec![];
     for _ in 0..60 {
         let tree = Tree::random(&mut rng, 4);
         let f = tree.sql();
@@ -192,6 +207,7 @@ async fn random_trees_match_dual_numbers_and_finite_differences() {
             let minus = column(&ctx, &shifted(-h)).await;
             for i in 0..n {
                 let what = format!("d/d{wrt} {f} at x={}, y={}", xs[i], ys[i]);
+                values.push((what.clone(), grad[i]));
                 let dual = tree.eval(xs[i], ys[i], seed).1;
                 assert_close(grad[i], dual, 1e-9, &format!("{what} (dual numbers)"));
                 assert_close(
@@ -202,5 +218,22 @@ async fn random_trees_match_dual_numbers_and_finite_differences() {
                 );
             }
         }
+    }
+    if std::env::var_os(RECORD).is_some() {
+        let text: String = values.iter().map(|(_, v)| format!("{v:?}\n")).collect();
+        std::fs::write(&path, text).unwrap();
+    }
+    let recorded: Vec<f64> = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {RECORDED}: {e}"))
+        .lines()
+        .map(|line| line.parse().unwrap())
+        .collect();
+    assert_eq!(recorded.len(), values.len(), "{RECORDED} holds every value");
+    for ((what, got), want) in values.iter().zip(recorded) {
+        let difference = (got - want).abs() / want.abs().max(f64::MIN_POSITIVE);
+        assert!(
+            difference <= RECORDED_RTOL,
+            "{what}: {got} against {want} recorded, relative difference {difference:e}"
+        );
     }
 }
