@@ -164,25 +164,36 @@ impl Term {
 
     /// Whether the term is written negated when it comes first in a sum.
     fn is_negated(&self) -> bool {
-        self.coefficient < 0.0 && !(self.factors.is_empty() && self.divisors.is_empty())
+        self.coefficient == -1.0 && !(self.factors.is_empty() && self.divisors.is_empty())
     }
 
-    /// The term as an expression.
+    /// The term as an expression, when it comes first in a sum: a negative
+    /// coefficient other than −1 is written as a negative literal rather than
+    /// as a negation of the whole term, which would cost one more operation.
     fn expr(&self) -> Expr {
         if self.factors.is_empty() && self.divisors.is_empty() {
             lit(self.coefficient)
-        } else if self.is_negated() {
+        } else if self.coefficient == -1.0 {
             negate(self.magnitude_expr())
         } else {
-            self.magnitude_expr()
+            self.signed_expr()
         }
+    }
+
+    /// The term with its coefficient as it is, sign included.
+    fn signed_expr(&self) -> Expr {
+        self.with_coefficient_literal(self.coefficient)
     }
 
     /// The term with the coefficient's magnitude: `factors · |coefficient| /
     /// divisors`, the coefficient after the factors so that a chain of
     /// factors taken from one product is written as that product was.
     fn magnitude_expr(&self) -> Expr {
-        let magnitude = self.coefficient.abs();
+        self.with_coefficient_literal(self.coefficient.abs())
+    }
+
+    /// `factors · coefficient / divisors`, the coefficient left out when it is 1.
+    fn with_coefficient_literal(&self, magnitude: f64) -> Expr {
         let mut factors = self.factors.iter().cloned();
         let mut numerator = match factors.next() {
             Some(first) => factors.fold(first, |product, f| product * f),
