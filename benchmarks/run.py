@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.run            # full run, by hand (release build, ~20 min)
     .venv/bin/python -m benchmarks.run --quick    # smoke run, part of the test command
+    .venv/bin/python -m benchmarks.run --keep-p6  # full run, P6's numbers kept from the last one
 
 - P1  ``SELECT SUM(grad(f(x), x))`` against the same derivative written by hand in SQL,
       on the same engine (PyPI ``datafusion`` through the SQL bridge), for several f;
@@ -23,6 +24,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,12 +61,13 @@ except ImportError:
 
 @dataclass(frozen=True)
 class Elementwise:
-    """A function of x with its derivative written by hand, in SQL and numpy."""
+    """A function of x (and of the data columns y and l) with its derivative in x written
+    by hand, in SQL and numpy; ``f_jax`` takes ``(x, y, l)``."""
 
     name: str
     f: str
     derivative_sql: str
-    derivative_numpy: Callable[[np.ndarray], np.ndarray]
+    derivative_numpy: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
     f_jax: Callable
 
 
@@ -73,22 +76,58 @@ ELEMENTWISE = [
         "polynomial",
         "3 * x * x * x - 2 * x * x + x - 5",
         "9 * x * x - 4 * x + 1",
-        lambda x: 9 * x * x - 4 * x + 1,
-        lambda x: 3 * x**3 - 2 * x**2 + x - 5,
+        lambda x, y, l: 9 * x * x - 4 * x + 1,
+        lambda x, y, l: 3 * x**3 - 2 * x**2 + x - 5,
     ),
     Elementwise(
         "transcendental",
         "sin(x) * exp(-x * x) + ln(1 + x * x)",
         "cos(x) * exp(-x * x) - 2 * x * sin(x) * exp(-x * x) + 2 * x / (1 + x * x)",
-        lambda x: np.cos(x) * np.exp(-x * x) - 2 * x * np.sin(x) * np.exp(-x * x) + 2 * x / (1 + x * x),
-        lambda x: jnp.sin(x) * jnp.exp(-x * x) + jnp.log(1 + x * x),
+        lambda x, y, l: np.cos(x) * np.exp(-x * x) - 2 * x * np.sin(x) * np.exp(-x * x) + 2 * x / (1 + x * x),
+        lambda x, y, l: jnp.sin(x) * jnp.exp(-x * x) + jnp.log(1 + x * x),
     ),
     Elementwise(
         "relu",
         "greatest(x, 0.0)",
         "CASE WHEN x >= 0 THEN 1.0 ELSE 0.0 END",
-        lambda x: (x >= 0).astype(np.float64),
-        lambda x: jnp.maximum(x, 0.0),
+        lambda x, y, l: (x >= 0).astype(np.float64),
+        lambda x, y, l: jnp.maximum(x, 0.0),
+    ),
+    Elementwise(
+        "squared error",
+        "(0.8 * x + 0.3 - y) * (0.8 * x + 0.3 - y)",
+        "1.6 * (0.8 * x + 0.3 - y)",
+        lambda x, y, l: 1.6 * (0.8 * x + 0.3 - y),
+        lambda x, y, l: (0.8 * x + 0.3 - y) ** 2,
+    ),
+    Elementwise(
+        "logistic loss",
+        "ln(1 + exp(-l * (0.8 * x + 0.3)))",
+        "-0.8 * l / (1 + exp(l * (0.8 * x + 0.3)))",
+        lambda x, y, l: -0.8 * l / (1 + np.exp(l * (0.8 * x + 0.3))),
+        lambda x, y, l: jnp.log(1 + jnp.exp(-l * (0.8 * x + 0.3))),
+    ),
+    Elementwise(
+        # y ~ N(0.5, σ²) with x = ln σ.
+        "Gaussian NLL",
+        "x + 0.9189385332046727 + (y - 0.5) * (y - 0.5) * exp(-2 * x) / 2",
+        "1 - (y - 0.5) * (y - 0.5) * exp(-2 * x)",
+        lambda x, y, l: 1 - (y - 0.5) * (y - 0.5) * np.exp(-2 * x),
+        lambda x, y, l: x + 0.9189385332046727 + (y - 0.5) ** 2 * jnp.exp(-2 * x) / 2,
+    ),
+    Elementwise(
+        "softplus",
+        "ln(1 + exp(x))",
+        "1 / (1 + exp(-x))",
+        lambda x, y, l: 1 / (1 + np.exp(-x)),
+        lambda x, y, l: jnp.log(1 + jnp.exp(x)),
+    ),
+    Elementwise(
+        "tanh layer",
+        "0.5 * tanh(1.2 * x - 0.3) - 0.8 * tanh(0.4 * x + 0.9)",
+        "0.6 * (1 - tanh(1.2 * x - 0.3) * tanh(1.2 * x - 0.3)) - 0.32 * (1 - tanh(0.4 * x + 0.9) * tanh(0.4 * x + 0.9))",
+        lambda x, y, l: 0.6 * (1 - np.tanh(1.2 * x - 0.3) ** 2) - 0.32 * (1 - np.tanh(0.4 * x + 0.9) ** 2),
+        lambda x, y, l: 0.5 * jnp.tanh(1.2 * x - 0.3) - 0.8 * jnp.tanh(0.4 * x + 0.9),
     ),
 ]
 
@@ -118,12 +157,18 @@ def machine() -> dict[str, str]:
 
 def elementwise(rows: int, repeats: int) -> list[dict]:
     """P1–P3: one derivative over `rows` points, five ways, side by side."""
-    x = np.random.default_rng(0).uniform(-2.0, 2.0, rows)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-2.0, 2.0, rows)
+    y = rng.uniform(-2.0, 2.0, rows)
+    l = rng.choice([-1.0, 1.0], rows)
     ctx = AutogradContext()
-    chunks = np.array_split(x, 2 * max(1, rows // 500_000))
-    batches = [pa.RecordBatch.from_pydict({"x": chunk}) for chunk in chunks]
+    pieces = 2 * max(1, rows // 500_000)
+    batches = [
+        pa.RecordBatch.from_pydict({"x": xs, "y": ys, "l": ls})
+        for xs, ys, ls in zip(np.array_split(x, pieces), np.array_split(y, pieces), np.array_split(l, pieces))
+    ]
     ctx.register_record_batches("data", [batches[0::2], batches[1::2]])
-    x_jax = jnp.asarray(x) if jax is not None else None
+    data_jax = tuple(jnp.asarray(v) for v in (x, y, l)) if jax is not None else None
 
     def sql_sum(expression: str) -> Callable[[], float]:
         query = f"SELECT SUM({expression}) AS s FROM data"
@@ -134,11 +179,11 @@ def elementwise(rows: int, repeats: int) -> list[dict]:
         variants: dict[str, Callable[[], object]] = {
             "sql_grad": sql_sum(f"grad({case.f}, x)"),
             "sql_by_hand": sql_sum(case.derivative_sql),
-            "numpy": lambda case=case: float(np.sum(case.derivative_numpy(x))),
+            "numpy": lambda case=case: float(np.sum(case.derivative_numpy(x, y, l))),
         }
         if jax is not None:
-            summed = jax.jit(lambda v, f=case.f_jax: jnp.sum(jax.vmap(jax.grad(f))(v)))
-            variants["jax"] = lambda summed=summed: float(summed(x_jax).block_until_ready())
+            summed = jax.jit(lambda v, w, s, f=case.f_jax: jnp.sum(jax.vmap(jax.grad(f))(v, w, s)))
+            variants["jax"] = lambda summed=summed: float(summed(*data_jax).block_until_ready())
         values = {name: float(run()) for name, run in variants.items()}
         for name, value in values.items():
             check(f"P1 {case.name}: {name}'s sum against numpy's", max_relative_difference(value, values["numpy"]))
@@ -221,7 +266,8 @@ def plot_nesting(sizes: list[dict], timings: dict[str, Timing], path: Path) -> N
     left.set_xlabel("nesting depth d")
     left.set_ylabel("nodes")
     left.legend()
-    for group, label in (("nesting_planning", "planning"), ("nesting_execution", "execution")):
+    for group, label in (("nesting_planning", "planning"), ("nesting_planning_written_out", "planning, derivative written out"),
+                         ("nesting_execution", "execution")):
         right.loglog(depths, [timings[f"{group}/{d}"].median for d in depths], "o-", base=2, label=label)
     right.loglog(depths, [timings[f"nesting_execution/{depths[0]}"].median * d / depths[0] for d in depths], "k:", base=2, label="linear")
     right.set_xlabel("nesting depth d")
@@ -255,12 +301,14 @@ def report(quick: bool, rows: int, host: dict, p1: list[dict], sizes: list[dict]
         lines += ["", "JAX is not installed, so P3 was not measured (`pip install '.[jax]'`)."]
 
     lines += ["", "### P4: nesting depth (Rust, criterion, one thread)", "",
-              "| depth | nodes of f_d | derivative: tree nodes | derivative: distinct subexpressions | planning | execution |",
-              "| --- | --- | --- | --- | --- | --- |"]
+              "| depth | nodes of f_d | derivative: tree nodes | derivative: distinct subexpressions | planning | "
+              "planning, derivative written out | execution |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for s in sizes:
         d = s["depth"]
         lines.append(f"| {d} | {s['primal_nodes']} | {s['tree_nodes']} | {s['distinct_nodes']} | "
-                     f"{rust[f'nesting_planning/{d}'].span()} | {rust[f'nesting_execution/{d}'].span()} |")
+                     f"{rust[f'nesting_planning/{d}'].span()} | {rust[f'nesting_planning_written_out/{d}'].span()} | "
+                     f"{rust[f'nesting_execution/{d}'].span()} |")
 
     lines += ["", "### P5: planning a query with eight markers, per marker", "",
               "| path | planning the query | baseline (no markers) | overhead per marker |", "| --- | --- | --- | --- |"]
@@ -270,8 +318,17 @@ def report(quick: bool, rows: int, host: dict, p1: list[dict], sizes: list[dict]
     lines.append(f"| Python SQL bridge (PyPI datafusion) | {bridge['bridge'].span()} | {bridge['baseline'].span()} | "
                  f"{format_seconds((bridge['bridge'].median - bridge['baseline'].median) / 8)} |")
 
+    lines += p6_section(p6)
+    lines += ["", "![P1–P3](results/elementwise.png)", "", "![P4](results/nesting.png)"]
+    return "\n".join(lines) + "\n"
+
+
+def p6_section(p6: dict | str) -> list[str]:
+    """P6's lines; a string is the section of an earlier run, kept as it was."""
+    if isinstance(p6, str):
+        return ["", p6.rstrip(), "", "P6 was not measured in this run: its numbers are those of the run before."]
     numpy_step = p6["numpy_step_seconds"]
-    lines += ["", "### P6: one MLP training step (64 → 32 tanh → 10 softmax, batch 64)", "",
+    lines = ["", "### P6: one MLP training step (64 → 32 tanh → 10 softmax, batch 64)", "",
               f"{p6['steps']} steps each, run in turn in one process; times are means per step, "
               "including reading the step's loss back.", "",
               "| backward pass | statements per step | time per step | / numpy | test accuracy | max relative loss difference vs numpy |",
@@ -281,11 +338,18 @@ def report(quick: bool, rows: int, host: dict, p1: list[dict], sizes: list[dict]
               f"| SQL, gradient() | {p6['gradient_statements']} | {format_seconds(p6['gradient_step_seconds'])} | "
               f"{p6['gradient_step_seconds'] / numpy_step:.0f} | {p6['gradient_test_accuracy']:.4f} | {p6['max_rel_loss_diff']:.1e} |",
               f"| numpy, derived by hand | — | {format_seconds(numpy_step)} | 1 | — | — |"]
-    lines += ["", "![P1–P3](results/elementwise.png)", "", "![P4](results/nesting.png)"]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
-def main(quick: bool = False) -> Path:
+def previous_p6() -> str:
+    """The P6 section of the results in ``benchmarks/README.md``, without the note a kept section carries."""
+    text = README.read_text()
+    results = text[text.index(RESULTS_BEGIN):text.index(RESULTS_END)]
+    section = results[results.index("### P6"):results.index("![P1–P3]")]
+    return section.split("\nP6 was not measured")[0]
+
+
+def main(quick: bool = False, keep_p6: bool = False) -> Path:
     out = RESULTS / ("quick" if quick else "")
     out.mkdir(parents=True, exist_ok=True)
     rows, repeats = (200_000, 3) if quick else (10_000_000, 7)
@@ -296,8 +360,11 @@ def main(quick: bool = False) -> Path:
     rust = criterion(quick, out)
     sizes = json.loads((out / "criterion" / "nesting_sizes.json").read_text())
     bridge = planning_bridge(repeats * 3)
-    print("P6: digits MLP", flush=True)
-    p6 = mlp(quick, out)
+    if keep_p6:
+        p6: dict | str = previous_p6()
+    else:
+        print("P6: digits MLP", flush=True)
+        p6 = mlp(quick, out)
 
     plot_elementwise(p1, out / "elementwise.png")
     plot_nesting(sizes, rust, out / "nesting.png")
@@ -312,4 +379,7 @@ def main(quick: bool = False) -> Path:
 
 
 if __name__ == "__main__":
-    main(**arguments(__doc__, quick="small sizes and the debug build: a smoke run"))
+    argv = sys.argv[1:]
+    keep_p6 = "--keep-p6" in argv
+    argv = [a for a in argv if a != "--keep-p6"]
+    main(**arguments(__doc__, quick="small sizes and the debug build: a smoke run", argv=argv), keep_p6=keep_p6)

@@ -23,7 +23,7 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_prints_the_derivative() -> None:
     run = cli("differentiate", "sin(x) * y", "x")
-    assert (run.returncode, run.stdout, run.stderr) == (0, "y * cos(x)\n", "")
+    assert (run.returncode, run.stdout, run.stderr) == (0, "cos(x) * y\n", "")
     x, y = 0.7, -1.5
     value = SessionContext().sql(f"SELECT {run.stdout.strip()} AS d FROM (VALUES ({x}, {y})) AS t(x, y)")
     assert value.to_pydict()["d"] == pytest.approx([y * np.cos(x)], rel=1e-15)

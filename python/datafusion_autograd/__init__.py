@@ -17,7 +17,7 @@ PostgreSQL or SQLite (``dialects``); ``python -m datafusion_autograd
 differentiate EXPR COLUMN`` does the same from the command line (``__main__``).
 
 >>> datafusion_autograd.differentiate("x * x * y", "x", dialect="sqlite")
-'`y` * (`x` + `x`)'
+'`x` * `y` * 2.0'
 """
 
 from datafusion_autograd._native import (

@@ -3,7 +3,9 @@
 //! For `f_d = tanh(1.5 · f_{d−1} + 0.1)`, `f_0 = x`, and d ∈ {1, 2, 4, 8, 16, 32}:
 //! the derivative's size (tree nodes, and distinct subexpressions, which is
 //! what common-subexpression elimination evaluates), the planning time of
-//! `SELECT SUM(grad(f_d, x)) FROM t`, and the execution time of its plan.
+//! `SELECT SUM(grad(f_d, x)) FROM t`, the planning time of the same query with
+//! the derivative written out (what DataFusion's own passes cost on that
+//! expression, without the engine), and the execution time of its plan.
 //! Sizes go to `$CRITERION_HOME/nesting_sizes.json`; set
 //! `AUTOGRAD_BENCH_ROWS` to change the table (default 1,000,000). Queries run
 //! on one thread, so timings are not spread over a varying number of cores.
@@ -104,6 +106,16 @@ fn query(ctx: &SessionContext, depth: usize) -> DataFrame {
         .unwrap()
 }
 
+/// `SUM(∂f_d/∂x)` over `t` with the derivative already written out, as a
+/// hand-written derivative would be.
+fn written_out(ctx: &SessionContext, depth: usize) -> DataFrame {
+    let runtime = Builder::new_current_thread().build().unwrap();
+    let table = runtime.block_on(ctx.table("t")).unwrap();
+    let derivative =
+        datafusion_autograd::differentiate(&nested(depth), &Column::from_name("x")).unwrap();
+    table.aggregate(vec![], vec![sum(derivative)]).unwrap()
+}
+
 fn nesting(c: &mut Criterion) {
     write_sizes();
     let runtime = Builder::new_current_thread().build().unwrap();
@@ -111,6 +123,14 @@ fn nesting(c: &mut Criterion) {
     let mut planning = c.benchmark_group("nesting_planning");
     for d in DEPTHS {
         let df = query(&ctx, d);
+        planning.bench_with_input(BenchmarkId::from_parameter(d), &df, |b, df| {
+            b.iter(|| df.clone().into_optimized_plan().unwrap())
+        });
+    }
+    planning.finish();
+    let mut planning = c.benchmark_group("nesting_planning_written_out");
+    for d in DEPTHS {
+        let df = written_out(&ctx, d);
         planning.bench_with_input(BenchmarkId::from_parameter(d), &df, |b, df| {
             b.iter(|| df.clone().into_optimized_plan().unwrap())
         });

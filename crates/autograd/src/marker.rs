@@ -238,7 +238,7 @@ pub fn expand_markers(expr: Expr, types: ColumnTypes, options: &AutogradOptions)
 /// use datafusion_expr::{col, lit};
 ///
 /// let d = differentiate(&(col("x") * col("x") + col("y")), &Column::from_name("x")).unwrap();
-/// assert_eq!(d, col("x") + col("x"));
+/// assert_eq!(d, col("x") * lit(2.0));
 /// ```
 pub fn differentiate(expr: &Expr, wrt: &Column) -> Result<Expr> {
     linearize(expr, &[(wrt.clone(), lit(1.0_f64))])
@@ -257,7 +257,7 @@ pub fn differentiate(expr: &Expr, wrt: &Column) -> Result<Expr> {
 ///
 /// let seeds = [(Column::from_name("x"), col("dx")), (Column::from_name("y"), col("dy"))];
 /// let d = linearize(&(col("x") * col("y")), &seeds).unwrap();
-/// assert_eq!(d, col("y") * col("dx") + col("x") * col("dy"));
+/// assert_eq!(d, col("dx") * col("y") + col("dy") * col("x"));
 /// ```
 pub fn linearize(expr: &Expr, seeds: &[(Column, Expr)]) -> Result<Expr> {
     let options = AutogradOptions::default();

@@ -1,34 +1,244 @@
-//! Tangents and the folding algebra that keeps derivatives small.
+//! Tangents and the algebra that keeps derivatives small.
 //!
 //! A [`Tangent`] is the directional derivative of one subexpression. Its zero
 //! is symbolic (like JAX's `Zero`): a subexpression that does not depend on a
-//! seeded column never builds an expression, and multiplying by one or adding
-//! zero never shows up in the output. A tangent knows its size in expression
-//! nodes, kept up to date as tangents combine, so that the engine can stop a
-//! derivative that grows past its limit as soon as it does.
+//! seeded column never builds an expression. Any other tangent is held as a
+//! sum of [`Term`]s, each a literal coefficient times factors over divisors,
+//! and written out as an expression only when a rule needs one or the
+//! derivative is done. The algebra's rules:
+//!
+//! - **constants fold**: literals multiply into a term's coefficient, through
+//!   products, quotients, negations and chains of the chain rule, so `1.5 ·
+//!   (1.5 · (1.5 · t))` is `3.375 · t` and `x · 1`, `0 · x`, `--x` never
+//!   appear;
+//! - **like terms collect**: terms with the same factors and divisors (in any
+//!   order) add their coefficients, and cancel when those sum to zero, so
+//!   `x · 3 + 3 · x` is `6 · x`;
+//! - **products of the primal split along their chain**: `3 * x * x`, which
+//!   SQL parses as `(3 * x) * x`, reads as the coefficient 3 and the factors
+//!   `x, x`; a square `u * u` keeps both copies of `u` whole, and any other
+//!   right operand is one factor, so splitting never copies a subexpression
+//!   more often than the primal holds it;
+//! - **no distribution over sums**: a sum multiplied or divided by anything
+//!   but a constant becomes one factor, so a tangent never grows faster than
+//!   the rules build it, and the primal subexpressions it reuses stay whole
+//!   for common-subexpression elimination.
+//!
+//! A tangent knows its size in expression nodes, kept up to date as tangents
+//! combine, so that the engine can stop a derivative that grows past its
+//! limit as soon as it does.
 
 use datafusion_common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion_common::ScalarValue;
 use datafusion_expr::expr::Case;
-use datafusion_expr::{lit, Expr};
+use datafusion_expr::{lit, BinaryExpr, Expr, Operator};
 
-/// The tangent of a subexpression: symbolically zero, or an expression.
+/// The tangent of a subexpression: symbolically zero, or a sum of terms.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Tangent {
     /// Structurally zero: the subexpression does not depend on any seed.
     Zero,
-    /// A tangent that may be non-zero, and its number of expression nodes.
-    Expr(Expr, usize),
+    /// A tangent that may be non-zero: at least one term, none with a zero
+    /// coefficient.
+    Sum(Vec<Term>),
+}
+
+/// `coefficient · factor₁ · factor₂ ⋯ / (divisor₁ · divisor₂ ⋯)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Term {
+    coefficient: f64,
+    factors: Vec<Expr>,
+    divisors: Vec<Expr>,
+    /// Expression nodes in `factors` and `divisors`.
+    size: usize,
+}
+
+impl Term {
+    fn constant(coefficient: f64) -> Self {
+        Term {
+            coefficient,
+            factors: vec![],
+            divisors: vec![],
+            size: 0,
+        }
+    }
+
+    fn factor(e: Expr) -> Self {
+        let size = nodes(&e);
+        Term {
+            coefficient: 1.0,
+            factors: vec![e],
+            divisors: vec![],
+            size,
+        }
+    }
+
+    /// `e` read as a term: a finite literal is a coefficient, a negation
+    /// flips the coefficient's sign, and a product splits along its left
+    /// operand (the chain `a * b * c` parses to), a literal right operand
+    /// joining the coefficient. A square `u * u` is the factors `u, u`; any
+    /// other expression is one factor.
+    pub fn of(e: Expr) -> Self {
+        // Walks down the chain without recursion: it may be long.
+        let mut rights = vec![];
+        let mut sign = 1.0;
+        let mut e = e;
+        let innermost = loop {
+            if let Some(c) = as_number(&e) {
+                break Term::constant(c);
+            }
+            match e {
+                Expr::Negative(u) => {
+                    sign = -sign;
+                    e = *u;
+                }
+                Expr::BinaryExpr(BinaryExpr {
+                    left,
+                    op: Operator::Multiply,
+                    right,
+                }) => {
+                    if left == right {
+                        let half = Term::number_or_factor(*left);
+                        break half.product(&half);
+                    }
+                    rights.push(*right);
+                    e = *left;
+                }
+                e => break Term::factor(e),
+            }
+        };
+        rights
+            .into_iter()
+            .rev()
+            .fold(innermost, |t, right| t.product(&Term::number_or_factor(right)))
+            .scaled(sign)
+    }
+
+    fn number_or_factor(e: Expr) -> Self {
+        match as_number(&e) {
+            Some(c) => Term::constant(c),
+            None => Term::factor(e),
+        }
+    }
+
+    fn scaled(mut self, c: f64) -> Self {
+        self.coefficient *= c;
+        self
+    }
+
+    /// `self · other`: coefficients multiply, `self`'s factors come first.
+    fn product(&self, other: &Term) -> Term {
+        Term {
+            coefficient: self.coefficient * other.coefficient,
+            factors: self.factors.iter().chain(&other.factors).cloned().collect(),
+            divisors: self.divisors.iter().chain(&other.divisors).cloned().collect(),
+            size: self.size + other.size,
+        }
+    }
+
+    /// `self / other`.
+    fn quotient(&self, other: &Term) -> Term {
+        Term {
+            coefficient: self.coefficient / other.coefficient,
+            factors: self.factors.iter().chain(&other.divisors).cloned().collect(),
+            divisors: self.divisors.iter().chain(&other.factors).cloned().collect(),
+            size: self.size + other.size,
+        }
+    }
+
+    /// Whether `self` and `other` differ at most in their coefficients.
+    fn is_like(&self, other: &Term) -> bool {
+        self.size == other.size
+            && same_multiset(&self.factors, &other.factors)
+            && same_multiset(&self.divisors, &other.divisors)
+    }
+
+    /// The number of expression nodes the term is written with.
+    fn nodes(&self) -> usize {
+        let coefficient = usize::from(self.coefficient.abs() != 1.0 || self.factors.is_empty());
+        let products = (self.factors.len() + coefficient).saturating_sub(1);
+        // One division, and the products of the divisors.
+        let division = self.divisors.len();
+        self.size + coefficient + products + division
+    }
+
+    /// Whether the term is written negated when it comes first in a sum.
+    fn is_negated(&self) -> bool {
+        self.coefficient == -1.0 && !(self.factors.is_empty() && self.divisors.is_empty())
+    }
+
+    /// The term as an expression, when it comes first in a sum: a negative
+    /// coefficient other than −1 is written as a negative literal rather than
+    /// as a negation of the whole term, which would cost one more operation.
+    fn expr(&self) -> Expr {
+        if self.factors.is_empty() && self.divisors.is_empty() {
+            lit(self.coefficient)
+        } else if self.coefficient == -1.0 {
+            negate(self.magnitude_expr())
+        } else {
+            self.signed_expr()
+        }
+    }
+
+    /// The term with its coefficient as it is, sign included.
+    fn signed_expr(&self) -> Expr {
+        self.with_coefficient_literal(self.coefficient)
+    }
+
+    /// The term with the coefficient's magnitude: `factors · |coefficient| /
+    /// divisors`, the coefficient after the factors so that a chain of
+    /// factors taken from one product is written as that product was.
+    fn magnitude_expr(&self) -> Expr {
+        self.with_coefficient_literal(self.coefficient.abs())
+    }
+
+    /// `factors · coefficient / divisors`, the coefficient left out when it is 1.
+    fn with_coefficient_literal(&self, magnitude: f64) -> Expr {
+        let mut factors = self.factors.iter().cloned();
+        let mut numerator = match factors.next() {
+            Some(first) => factors.fold(first, |product, f| product * f),
+            None => lit(magnitude),
+        };
+        if magnitude != 1.0 && !self.factors.is_empty() {
+            numerator = numerator * lit(magnitude);
+        }
+        let mut divisors = self.divisors.iter().cloned();
+        match divisors.next() {
+            Some(first) => numerator / divisors.fold(first, |product, d| product * d),
+            None => numerator,
+        }
+    }
+}
+
+/// Whether `a` and `b` hold the same expressions, counted with multiplicity.
+fn same_multiset(a: &[Expr], b: &[Expr]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut unmatched: Vec<&Expr> = b.iter().collect();
+    a.iter().all(|x| match unmatched.iter().position(|y| *y == x) {
+        Some(i) => {
+            unmatched.swap_remove(i);
+            true
+        }
+        None => false,
+    })
 }
 
 impl Tangent {
-    /// Wraps `expr`, recognising a literal zero as [`Tangent::Zero`].
+    /// Wraps `expr`, read as a term (see [`Term::of`]); a literal zero is
+    /// [`Tangent::Zero`].
     pub fn new(expr: Expr) -> Self {
-        if as_number(&expr) == Some(0.0) {
+        Tangent::from_terms(vec![Term::of(expr)])
+    }
+
+    /// The sum of `terms`, without those whose coefficient is zero.
+    fn from_terms(mut terms: Vec<Term>) -> Self {
+        terms.retain(|t| t.coefficient != 0.0);
+        if terms.is_empty() {
             Tangent::Zero
         } else {
-            let size = nodes(&expr);
-            Tangent::Expr(expr, size)
+            Tangent::Sum(terms)
         }
     }
 
@@ -36,93 +246,120 @@ impl Tangent {
         matches!(self, Tangent::Zero)
     }
 
-    /// The number of expression nodes the tangent holds.
+    /// The number of expression nodes the tangent is written with.
     pub fn nodes(&self) -> usize {
         match self {
             Tangent::Zero => 1,
-            Tangent::Expr(_, size) => *size,
+            Tangent::Sum(terms) => {
+                let negation = usize::from(terms[0].is_negated());
+                terms.iter().map(Term::nodes).sum::<usize>() + terms.len() - 1 + negation
+            }
         }
     }
 
-    /// The tangent as an expression; zero becomes the literal `0.0`.
+    /// The tangent as an expression; zero becomes the literal `0.0`. Terms
+    /// are added in order, a term with a negative coefficient subtracted.
     pub fn into_expr(self) -> Expr {
+        let Tangent::Sum(terms) = self else {
+            return lit(0.0_f64);
+        };
+        let mut terms = terms.iter();
+        let first = terms.next().expect("a sum has a term").expr();
+        terms.fold(first, |sum, t| match t.coefficient < 0.0 {
+            true => sum - t.magnitude_expr(),
+            false => sum + t.magnitude_expr(),
+        })
+    }
+
+    /// The tangent as one term: itself if it has one, else the written-out
+    /// sum as a factor.
+    fn into_term(self) -> Option<Term> {
         match self {
-            Tangent::Zero => lit(0.0_f64),
-            Tangent::Expr(e, _) => e,
+            Tangent::Zero => None,
+            Tangent::Sum(mut terms) if terms.len() == 1 => terms.pop(),
+            sum => Some(Term::factor(sum.into_expr())),
+        }
+    }
+
+    /// Every term scaled by the constant `c`.
+    fn scaled(&self, c: f64) -> Tangent {
+        match self {
+            Tangent::Zero => Tangent::Zero,
+            Tangent::Sum(terms) => {
+                Tangent::from_terms(terms.iter().map(|t| t.clone().scaled(c)).collect())
+            }
         }
     }
 
     /// `factor · self`: the chain rule's step through one partial derivative.
     pub fn times(&self, factor: Expr) -> Tangent {
-        let Tangent::Expr(t, size) = self else {
+        if self.is_zero() {
+            return Tangent::Zero;
+        }
+        let factor = Term::of(factor);
+        if factor.factors.is_empty() && factor.divisors.is_empty() {
+            return self.scaled(factor.coefficient);
+        }
+        let Some(t) = self.clone().into_term() else {
             return Tangent::Zero;
         };
-        match (as_number(&factor), as_number(t)) {
-            (Some(a), Some(b)) => Tangent::new(lit(a * b)),
-            (Some(0.0), _) => Tangent::Zero,
-            (Some(1.0), _) => self.clone(),
-            (Some(-1.0), _) => self.neg(),
-            (_, Some(1.0)) => Tangent::new(factor),
-            (_, Some(-1.0)) => Tangent::new(negate(factor)),
-            _ => {
-                let factor_size = nodes(&factor);
-                Tangent::Expr(factor * t.clone(), factor_size + size + 1)
-            }
-        }
+        // One factor goes after the tangent's, so that the chain rule's
+        // product of one factor per level nests no deeper than its deepest
+        // factor. A product of the primal goes first, written as the primal
+        // writes it, so that its chain stays a common subexpression.
+        let product = match factor.factors.len() {
+            1 => t.product(&factor),
+            _ => factor.product(&t),
+        };
+        Tangent::from_terms(vec![product])
     }
 
     /// `self / divisor`.
     pub fn over(&self, divisor: Expr) -> Tangent {
-        let Tangent::Expr(t, size) = self else {
+        if self.is_zero() {
             return Tangent::Zero;
-        };
-        match (as_number(t), as_number(&divisor)) {
-            (_, Some(1.0)) => self.clone(),
-            (Some(a), Some(b)) if b != 0.0 => Tangent::new(lit(a / b)),
-            _ => {
-                let divisor_size = nodes(&divisor);
-                Tangent::Expr(t.clone() / divisor, size + divisor_size + 1)
-            }
+        }
+        let term = Term::of(divisor.clone());
+        if term.coefficient == 0.0 || !term.coefficient.is_finite() {
+            // Dividing by zero is left to the engine, as written.
+            return self.quotient_by(Term::factor(divisor));
+        }
+        if term.factors.is_empty() && term.divisors.is_empty() {
+            return self.scaled(1.0 / term.coefficient);
+        }
+        self.quotient_by(term)
+    }
+
+    fn quotient_by(&self, divisor: Term) -> Tangent {
+        match self.clone().into_term() {
+            Some(t) => Tangent::from_terms(vec![t.quotient(&divisor)]),
+            None => Tangent::Zero,
         }
     }
 
-    /// `self + other`.
+    /// `self + other`, like terms collected.
     pub fn plus(&self, other: &Tangent) -> Tangent {
-        match (self, other) {
-            (Tangent::Zero, t) | (t, Tangent::Zero) => t.clone(),
-            (Tangent::Expr(a, m), Tangent::Expr(b, n)) => match (as_number(a), as_number(b)) {
-                (Some(x), Some(y)) => Tangent::new(lit(x + y)),
-                _ => Tangent::Expr(a.clone() + b.clone(), m + n + 1),
-            },
+        let (Tangent::Sum(a), Tangent::Sum(b)) = (self, other) else {
+            return if self.is_zero() { other.clone() } else { self.clone() };
+        };
+        let mut terms = a.clone();
+        for t in b {
+            match terms.iter_mut().find(|s| s.is_like(t)) {
+                Some(like) => like.coefficient += t.coefficient,
+                None => terms.push(t.clone()),
+            }
         }
+        Tangent::from_terms(terms)
     }
 
     /// `self - other`.
     pub fn minus(&self, other: &Tangent) -> Tangent {
-        match (self, other) {
-            (t, Tangent::Zero) => t.clone(),
-            (Tangent::Zero, t) => t.neg(),
-            (Tangent::Expr(a, m), Tangent::Expr(b, n)) => match (as_number(a), as_number(b)) {
-                (Some(x), Some(y)) => Tangent::new(lit(x - y)),
-                _ => Tangent::Expr(a.clone() - b.clone(), m + n + 1),
-            },
-        }
+        self.plus(&other.neg())
     }
 
     /// `-self`.
     pub fn neg(&self) -> Tangent {
-        match self {
-            Tangent::Zero => Tangent::Zero,
-            Tangent::Expr(e, size) => {
-                let negated = negate(e.clone());
-                let size = match &negated {
-                    Expr::Negative(_) => size + 1,
-                    Expr::Literal(..) => 1,
-                    _ => size - 1,
-                };
-                Tangent::Expr(negated, size)
-            }
-        }
+        self.scaled(-1.0)
     }
 }
 
@@ -140,13 +377,6 @@ pub fn choice(
     if all_zero {
         return Tangent::Zero;
     }
-    let size = 1
-        + base.as_deref().map_or(0, nodes)
-        + branches
-            .iter()
-            .map(|(w, t)| nodes(w) + t.nodes())
-            .sum::<usize>()
-        + otherwise.as_ref().map_or(0, Tangent::nodes);
     let case = Expr::Case(Case {
         expr: base,
         when_then_expr: branches
@@ -155,7 +385,7 @@ pub fn choice(
             .collect(),
         else_expr: otherwise.map(|t| Box::new(t.into_expr())),
     });
-    Tangent::Expr(case, size)
+    Tangent::from_terms(vec![Term::factor(case)])
 }
 
 /// The number of nodes of `expr`, counted without recursion.
@@ -205,27 +435,4 @@ pub fn as_number(e: &Expr) -> Option<f64> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use datafusion_expr::col;
-
-    #[test]
-    fn zero_and_one_fold_away() {
-        let x = Tangent::new(col("x"));
-        assert_eq!(x.times(lit(1.0)), x);
-        assert!(x.times(lit(0.0)).is_zero());
-        assert_eq!(
-            Tangent::new(lit(1.0)).times(col("c")),
-            Tangent::new(col("c"))
-        );
-        assert_eq!(Tangent::Zero.plus(&x), x);
-        assert_eq!(x.minus(&Tangent::Zero), x);
-        assert_eq!(Tangent::Zero.minus(&x), Tangent::new(-col("x")));
-        assert_eq!(x.neg().neg(), x);
-        assert_eq!(
-            Tangent::new(lit(2.0)).times(lit(3.0)),
-            Tangent::new(lit(6.0))
-        );
-        assert!(Tangent::new(lit(0.0)).is_zero());
-    }
-}
+mod tests;

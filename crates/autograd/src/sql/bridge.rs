@@ -51,7 +51,7 @@ pub struct Rewritten {
 /// let sql = "SELECT x, grad(x * x, x) AS d FROM t -- grad(y, y)";
 /// assert_eq!(
 ///     rewrite_sql(sql, &|_| Ok(None), &Default::default()).unwrap().sql,
-///     "SELECT x, (CAST(x AS DOUBLE) + CAST(x AS DOUBLE)) AS d FROM t -- grad(y, y)"
+///     "SELECT x, (CAST(x AS DOUBLE) * 2.0) AS d FROM t -- grad(y, y)"
 /// );
 /// ```
 pub fn rewrite_sql(sql: &str, tables: Catalog, options: &AutogradOptions) -> Result<Rewritten> {

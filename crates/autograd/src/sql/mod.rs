@@ -34,7 +34,7 @@ pub(crate) use plan::plan_scalar;
 /// ```
 /// use datafusion_autograd::{differentiate_sql, Dialect};
 ///
-/// assert_eq!(differentiate_sql("x * x + 3 * y", "x", Dialect::DataFusion).unwrap(), "x + x");
+/// assert_eq!(differentiate_sql("x * x + 3 * y", "x", Dialect::DataFusion).unwrap(), "x * 2.0");
 /// assert_eq!(
 ///     differentiate_sql("sin(2 * x)", "x", Dialect::DataFusion).unwrap(),
 ///     "cos(2 * x) * 2.0"

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::ops::ControlFlow;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use datafusion::catalog::view::ViewTable;
 use datafusion::datasource::provider_as_source;
@@ -37,7 +37,7 @@ pub const MAX_SQL_NESTING: usize = 10_000;
 pub(crate) fn plan_query(sql: &str, catalog: Catalog) -> Result<LogicalPlan> {
     let context = SqlContext::new(Some(catalog));
     let plan = plan_statement(sql, &context)?;
-    Analyzer::new().execute_and_check(plan, &context.options, |_, _| {})
+    Analyzer::new().execute_and_check(plan, &context.registry.options, |_, _| {})
 }
 
 /// The plan of the one statement `sql`, unanalyzed.
@@ -147,13 +147,40 @@ pub type Catalog<'a> = &'a dyn Fn(&TableReference) -> Result<Option<Relation>>;
 /// What the SQL planner may resolve: DataFusion's built-in functions and the
 /// markers, and the tables `tables` knows, if any.
 struct SqlContext<'a> {
+    registry: &'static Registry,
+    tables: Option<Catalog<'a>>,
+}
+
+/// The functions, planners and options every [`SqlContext`] shares, built
+/// once: the SQL bridge plans one context per marker call.
+struct Registry {
     functions: HashMap<String, Arc<ScalarUDF>>,
     aggregates: HashMap<String, Arc<AggregateUDF>>,
     windows: HashMap<String, Arc<WindowUDF>>,
     planners: Vec<Arc<dyn ExprPlanner>>,
-    tables: Option<Catalog<'a>>,
     options: ConfigOptions,
 }
+
+static REGISTRY: LazyLock<Registry> = LazyLock::new(|| {
+    let named = |name: &str, aliases: &[String]| {
+        std::iter::once(name.to_string())
+            .chain(aliases.iter().cloned())
+            .collect::<Vec<_>>()
+    };
+    Registry {
+        functions: by_name(scalar_functions(), |f: &ScalarUDF| {
+            named(f.name(), f.aliases())
+        }),
+        aggregates: by_name(all_default_aggregate_functions(), |f: &AggregateUDF| {
+            named(f.name(), f.aliases())
+        }),
+        windows: by_name(all_default_window_functions(), |f: &WindowUDF| {
+            named(f.name(), f.aliases())
+        }),
+        planners: SessionStateDefaults::default_expr_planners(),
+        options: ConfigOptions::default(),
+    }
+});
 
 /// `udfs` by name and by alias.
 fn by_name<F>(udfs: Vec<Arc<F>>, names: impl Fn(&F) -> Vec<String>) -> HashMap<String, Arc<F>> {
@@ -168,24 +195,9 @@ fn by_name<F>(udfs: Vec<Arc<F>>, names: impl Fn(&F) -> Vec<String>) -> HashMap<S
 
 impl<'a> SqlContext<'a> {
     fn new(tables: Option<Catalog<'a>>) -> Self {
-        let named = |name: &str, aliases: &[String]| {
-            std::iter::once(name.to_string())
-                .chain(aliases.iter().cloned())
-                .collect::<Vec<_>>()
-        };
         Self {
-            functions: by_name(scalar_functions(), |f: &ScalarUDF| {
-                named(f.name(), f.aliases())
-            }),
-            aggregates: by_name(all_default_aggregate_functions(), |f: &AggregateUDF| {
-                named(f.name(), f.aliases())
-            }),
-            windows: by_name(all_default_window_functions(), |f: &WindowUDF| {
-                named(f.name(), f.aliases())
-            }),
-            planners: SessionStateDefaults::default_expr_planners(),
+            registry: &REGISTRY,
             tables,
-            options: ConfigOptions::default(),
         }
     }
 }
@@ -212,11 +224,11 @@ impl ContextProvider for SqlContext<'_> {
     }
 
     fn get_expr_planners(&self) -> &[Arc<dyn ExprPlanner>] {
-        &self.planners
+        &self.registry.planners
     }
 
     fn get_function_meta(&self, name: &str) -> Option<Arc<ScalarUDF>> {
-        self.functions.get(name).cloned()
+        self.registry.functions.get(name).cloned()
     }
 
     fn get_higher_order_meta(&self, _name: &str) -> Option<Arc<HigherOrderUDF>> {
@@ -224,11 +236,11 @@ impl ContextProvider for SqlContext<'_> {
     }
 
     fn get_aggregate_meta(&self, name: &str) -> Option<Arc<AggregateUDF>> {
-        self.aggregates.get(name).cloned()
+        self.registry.aggregates.get(name).cloned()
     }
 
     fn get_window_meta(&self, name: &str) -> Option<Arc<WindowUDF>> {
-        self.windows.get(name).cloned()
+        self.registry.windows.get(name).cloned()
     }
 
     fn get_variable_type(&self, _variable_names: &[String]) -> Option<DataType> {
@@ -236,11 +248,11 @@ impl ContextProvider for SqlContext<'_> {
     }
 
     fn options(&self) -> &ConfigOptions {
-        &self.options
+        &self.registry.options
     }
 
     fn udf_names(&self) -> Vec<String> {
-        self.functions.keys().cloned().collect()
+        self.registry.functions.keys().cloned().collect()
     }
 
     fn higher_order_function_names(&self) -> Vec<String> {
@@ -248,10 +260,10 @@ impl ContextProvider for SqlContext<'_> {
     }
 
     fn udaf_names(&self) -> Vec<String> {
-        self.aggregates.keys().cloned().collect()
+        self.registry.aggregates.keys().cloned().collect()
     }
 
     fn udwf_names(&self) -> Vec<String> {
-        self.windows.keys().cloned().collect()
+        self.registry.windows.keys().cloned().collect()
     }
 }

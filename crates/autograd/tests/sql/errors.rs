@@ -148,10 +148,10 @@ async fn derivatives_past_the_size_limit_are_an_error() {
     );
 
     // The limit is a session option.
-    rows(&ctx, "SET autograd.max_derivative_nodes = 8").await;
+    rows(&ctx, "SET autograd.max_derivative_nodes = 6").await;
     let e = error(&ctx, "SELECT grad(x * x * x * y, x) FROM pts").await;
     assert!(
-        e.contains("past the limit of 8 (autograd.max_derivative_nodes)"),
+        e.contains("past the limit of 6 (autograd.max_derivative_nodes)"),
         "{e}"
     );
     rows(&ctx, "SET autograd.max_derivative_nodes = 1000").await;
