@@ -337,6 +337,27 @@ impl Tangent {
         }
     }
 
+    /// `self / factor` when every term holds `factor` among its factors: one
+    /// copy is taken out of each term, so nothing is divided. `None` when a
+    /// term lacks it.
+    pub fn cancel_factor(&self, factor: &Expr) -> Option<Tangent> {
+        let Tangent::Sum(terms) = self else {
+            return Some(Tangent::Zero);
+        };
+        let size = nodes(factor);
+        let terms = terms
+            .iter()
+            .map(|t| {
+                let i = t.factors.iter().position(|f| f == factor)?;
+                let mut t = t.clone();
+                t.factors.remove(i);
+                t.size -= size;
+                Some(t)
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Tangent::from_terms(terms))
+    }
+
     /// `self + other`, like terms collected.
     pub fn plus(&self, other: &Tangent) -> Tangent {
         let (Tangent::Sum(a), Tangent::Sum(b)) = (self, other) else {
@@ -402,10 +423,16 @@ pub fn nodes(expr: &Expr) -> usize {
     count
 }
 
-/// `-e`, folding literals and double negation.
+/// `-e`, folding literals and double negation, also of a product's left
+/// operand: `-((-a) * b)` is `a * b`.
 pub fn negate(e: Expr) -> Expr {
     match e {
         Expr::Negative(inner) => *inner,
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Multiply,
+            right,
+        }) if matches!(*left, Expr::Negative(_)) => negate(*left) * *right,
         e => match as_number(&e) {
             Some(x) => lit(-x),
             None => Expr::Negative(Box::new(e)),

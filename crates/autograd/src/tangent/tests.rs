@@ -2,7 +2,7 @@
 //! by its values at points against the expression written without it.
 
 use datafusion_expr::{col, lit, Expr, Operator};
-use datafusion_functions::math::expr_fn::{cos, exp, sin, tanh};
+use datafusion_functions::math::expr_fn::{cos, exp, ln, sin, tanh};
 
 use super::*;
 use crate::{differentiate, linearize};
@@ -34,6 +34,7 @@ fn eval(e: &Expr, x: f64, y: f64) -> f64 {
                 "cos" => u.cos(),
                 "tanh" => u.tanh(),
                 "exp" => u.exp(),
+                "ln" => u.ln(),
                 other => panic!("no {other} here"),
             }
         }
@@ -257,4 +258,24 @@ fn exponentials_keep_their_factors() {
         d,
         cos(x()) * exp(-(x() * x())) - x() * exp(-(x() * x())) * sin(x()) * lit(2.0)
     );
+}
+
+#[test]
+fn softplus_differentiates_to_the_sigmoid() {
+    // ln(1 + e^v): dv / (1 + e^−v), one exponential, written as by hand.
+    let (x, l) = (|| col("x"), || col("y"));
+    let logistic = ln(lit(1) + exp(-l() * (lit(0.8) * x() + lit(0.3))));
+    let d = differentiate(&logistic, &Column::from_name("x")).unwrap();
+    let by_hand = lit(-0.8) * l() / (lit(1.0) + exp(l() * (lit(0.8) * x() + lit(0.3))));
+    same_values(&d, &by_hand);
+    assert_eq!(d, l() * lit(-0.8) / (lit(1.0) + exp(l() * (lit(0.8) * x() + lit(0.3)))));
+
+    let softplus = ln(exp(x()) + lit(1.0));
+    let d = differentiate(&softplus, &Column::from_name("x")).unwrap();
+    assert_eq!(d, lit(1.0) / (lit(1.0) + exp(-x())));
+
+    // ln(2 + e^x) is no softplus: the quotient stays as the rule writes it.
+    let shifted = ln(lit(2.0) + exp(x()));
+    let d = differentiate(&shifted, &Column::from_name("x")).unwrap();
+    assert_eq!(d, exp(x()) / (lit(2.0) + exp(x())));
 }

@@ -91,6 +91,13 @@ pub fn cases() -> Vec<Case> {
         // exponentials and logarithms
         case("exp", "exp(x)", "x", ANY, ANY, |x, _| x.exp()),
         case("ln", "ln(x)", "x", POS, ANY, |x, _| 1.0 / x),
+        // softplus, whose derivative is written as the logistic sigmoid
+        case("ln", "ln(1 + exp(-y * x))", "x", ANY, ANY, |x, y| {
+            -y / (1.0 + (y * x).exp())
+        }),
+        case("ln", "ln(exp(x * y) + 1)", "y", ANY, ANY, |x, y| {
+            x / (1.0 + (-x * y).exp())
+        }),
         case("log", "log(x)", "x", POS, ANY, |x, _| 1.0 / (x * LN_10)),
         case("log", "log(y, x)", "x", POS, (1.5, 4.0), |x, y| {
             1.0 / (x * y.ln())

@@ -188,6 +188,14 @@ fn table() -> Vec<Row> {
             [F(0.5f64.exp()), Null, NaN, Inf, F(0.0)],
         ),
         row("exp_log", "ln(x)", 2.0, [F(0.5), Null, NaN, F(0.0), F(0.0)]),
+        // Softplus: the sigmoid 1 / (1 + e⁻ˣ), so 1 at +inf rather than
+        // inf / inf.
+        row(
+            "exp_log",
+            "ln(1 + exp(x))",
+            1.5,
+            [F(1.0 / (1.0 + (-1.5f64).exp())), Null, NaN, F(1.0), F(0.0)],
+        ),
         row(
             "exp_log",
             "log(x)",
