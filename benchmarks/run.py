@@ -364,7 +364,7 @@ def previous_p6() -> str:
 def main(quick: bool = False, keep_p6: bool = False) -> Path:
     out = RESULTS / ("quick" if quick else "")
     out.mkdir(parents=True, exist_ok=True)
-    rows, repeats = (200_000, 3) if quick else (10_000_000, 7)
+    rows, repeats = (200_000, 3) if quick else (10_000_000, 11)
     host = machine()
     print(f"P1–P3: {rows:,} rows, {repeats} interleaved rounds", flush=True)
     p1 = elementwise(rows, repeats)

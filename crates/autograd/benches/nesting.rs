@@ -120,7 +120,9 @@ fn nesting(c: &mut Criterion) {
     write_sizes();
     let runtime = Builder::new_current_thread().build().unwrap();
     let ctx = context(rows());
+    // Ten samples, criterion's least: one sample of the deepest plan takes seconds.
     let mut planning = c.benchmark_group("nesting_planning");
+    planning.sample_size(10);
     for d in DEPTHS {
         let df = query(&ctx, d);
         planning.bench_with_input(BenchmarkId::from_parameter(d), &df, |b, df| {
@@ -129,6 +131,7 @@ fn nesting(c: &mut Criterion) {
     }
     planning.finish();
     let mut planning = c.benchmark_group("nesting_planning_written_out");
+    planning.sample_size(10);
     for d in DEPTHS {
         let df = written_out(&ctx, d);
         planning.bench_with_input(BenchmarkId::from_parameter(d), &df, |b, df| {
