@@ -121,24 +121,21 @@ fn nesting(c: &mut Criterion) {
     let runtime = Builder::new_current_thread().build().unwrap();
     let ctx = context(rows());
     // Ten samples, criterion's least: one sample of the deepest plan takes seconds.
-    let mut planning = c.benchmark_group("nesting_planning");
-    planning.sample_size(10);
-    for d in DEPTHS {
-        let df = query(&ctx, d);
-        planning.bench_with_input(BenchmarkId::from_parameter(d), &df, |b, df| {
-            b.iter(|| df.clone().into_optimized_plan().unwrap())
-        });
+    let plans: [(&str, fn(&SessionContext, usize) -> DataFrame); 2] = [
+        ("nesting_planning", query),
+        ("nesting_planning_written_out", written_out),
+    ];
+    for (group, plan) in plans {
+        let mut planning = c.benchmark_group(group);
+        planning.sample_size(10);
+        for d in DEPTHS {
+            let df = plan(&ctx, d);
+            planning.bench_with_input(BenchmarkId::from_parameter(d), &df, |b, df| {
+                b.iter(|| df.clone().into_optimized_plan().unwrap())
+            });
+        }
+        planning.finish();
     }
-    planning.finish();
-    let mut planning = c.benchmark_group("nesting_planning_written_out");
-    planning.sample_size(10);
-    for d in DEPTHS {
-        let df = written_out(&ctx, d);
-        planning.bench_with_input(BenchmarkId::from_parameter(d), &df, |b, df| {
-            b.iter(|| df.clone().into_optimized_plan().unwrap())
-        });
-    }
-    planning.finish();
     let mut execution = c.benchmark_group("nesting_execution");
     for d in DEPTHS {
         // Planned once: this measures only the evaluation of the derivative.
