@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from datafusion import SessionContext
 
 from datafusion_autograd._native import AutogradError, check_grad_sql, rewrite_sql
-from datafusion_autograd.run import run
 from datafusion_autograd.tables import catalog
 
 
@@ -53,7 +52,7 @@ def check_grad(ctx: SessionContext, expr: str, wrt: str, relation: str) -> GradC
     # The class's own `sql`: a registered context's instance `sql` would
     # rewrite the text a second time.
     sql = type(ctx).sql.__get__(ctx)
-    found = run(ctx, sql, rewrite_sql(query, catalog(ctx))).to_pydict()
+    found = sql(rewrite_sql(query, catalog(ctx))).to_pydict()
     if not found["rows"]:
         raise AutogradError(f"check_grad: {relation!r} has no rows")
 

@@ -8,7 +8,6 @@ from typing import Any, Optional, TypeVar
 from datafusion import SessionContext
 
 from datafusion_autograd._native import NOT_SIMPLIFIED, rewrite_sql
-from datafusion_autograd.run import run
 from datafusion_autograd.tables import catalog
 from datafusion_autograd.udfs import MARKERS
 
@@ -77,7 +76,7 @@ def _differentiating(ctx: SessionContext, max_derivative_nodes: Optional[int]) -
 
     @functools.wraps(sql)
     def differentiating_sql(query: str, *args: Any, **kwargs: Any) -> Any:
-        return run(ctx, sql, rewrite_sql(query, relations, max_derivative_nodes), *args, **kwargs)
+        return sql(rewrite_sql(query, relations, max_derivative_nodes), *args, **kwargs)
 
     differentiating_sql._differentiates = True  # type: ignore[attr-defined]
     return differentiating_sql

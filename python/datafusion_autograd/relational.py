@@ -8,7 +8,6 @@ from datafusion import DataFrame, SessionContext
 from datafusion.unparser import Dialect, Unparser
 
 from datafusion_autograd._native import gradient_sql
-from datafusion_autograd.run import run
 from datafusion_autograd.tables import catalog
 
 
@@ -34,4 +33,4 @@ def gradient(ctx: SessionContext, loss: Union[str, DataFrame], wrt: str) -> Any:
     """
     if isinstance(loss, DataFrame):
         loss = str(Unparser(Dialect.default()).plan_to_sql(loss.logical_plan()))
-    return run(ctx, ctx.sql, gradient_sql(loss, wrt, catalog(ctx)))
+    return ctx.sql(gradient_sql(loss, wrt, catalog(ctx)))

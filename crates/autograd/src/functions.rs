@@ -5,8 +5,8 @@ use std::sync::Arc;
 use datafusion::prelude::SessionContext;
 
 use crate::options::AutogradOptions;
-use crate::relational::GradientFunction;
-use crate::udf::udfs;
+use crate::table::GradientFunction;
+use crate::forward::udf::udfs;
 
 /// Registers `grad`, `jvp` and `vjp`, the table function `gradient`, and the
 /// options `autograd.*` ([`AutogradOptions`]) on `ctx`.

@@ -28,40 +28,35 @@
 //!
 //! | module | job |
 //! | --- | --- |
-//! | `condition` | which expressions are truth values (derivative zero) |
-//! | `tangent` | tangents and the algebra that keeps them small |
-//! | `rules` | the table of calculus: one JVP rule per primitive ([`primitives`]) |
-//! | `reals` | reading expressions over the reals ([`ColumnTypes`]) |
-//! | `linearize` | forward mode over an expression |
-//! | `marker` | what a marker means: [`Derivative`], [`expand_markers`], [`differentiate`], [`linearize()`] |
-//! | `udf` | the markers as scalar UDFs, and [`expr_fn`] |
-//! | `functions` | [`register`] and [`scalar_functions`] |
-//! | `sql` | SQL text: [`differentiate_sql`] for DataFusion and other engines ([`Dialect`]), and [`rewrite_sql`] for hosts that never call `simplify` |
+//! | `error`, `options`, `stack`, `catalog` | what every layer shares: [`ErrorKind`], [`AutogradOptions`], stack room, [`Catalog`] |
+//! | `forward` | the forward engine: one JVP rule per primitive ([`primitives`]), [`differentiate`], [`linearize()`], the markers as UDFs |
+//! | [`relational`] | the reverse engine: gradients of whole queries, from plans to plans |
+//! | `sql` | SQL text: [`differentiate_sql`] for DataFusion and other engines ([`Dialect`]), [`gradient_sql`], and [`rewrite_sql`] for hosts that never call `simplify` |
+//! | `table`, `functions` | the face: the `gradient()` table function, the table that runs a gradient, [`register`] |
 
-mod condition;
+mod catalog;
+mod error;
+mod forward;
 mod functions;
-mod linearize;
-mod marker;
 mod options;
-mod reals;
 pub mod relational;
-mod rules;
 mod sql;
 mod stack;
-mod tangent;
-mod udf;
+mod table;
 
-pub use functions::register;
-pub use marker::{differentiate, expand_markers, linearize, Derivative};
-pub use options::AutogradOptions;
-pub use reals::ColumnTypes;
-pub use rules::primitives;
-pub use stack::depth as expression_depth;
-pub use sql::bridge::{rewrite_sql, Rewritten};
-pub use sql::plan::{Catalog, Relation};
-pub use sql::{
-    check_grad, check_grad_sql, differentiate_sql, plan_to_sql, Dialect, GradCheck,
-};
-pub use udf::{
+pub use catalog::{Catalog, Relation};
+pub use error::{autograd_error, error_kind, AutogradError, ErrorKind};
+pub use forward::marker::{differentiate, expand_markers, linearize, Derivative};
+pub use forward::reals::ColumnTypes;
+pub use forward::rules::primitives;
+pub use forward::udf::{
     expr_fn, grad_udf, jvp_udf, scalar_functions, udf, udfs, vjp_udf, DerivativeUdf, NOT_SIMPLIFIED,
 };
+pub use functions::register;
+pub use options::AutogradOptions;
+pub use sql::bridge::rewrite_sql;
+pub use sql::{
+    check_grad, check_grad_sql, differentiate_sql, gradient_sql, plan_to_sql, Dialect, GradCheck,
+};
+pub use stack::depth as expression_depth;
+pub use table::{GradientFunction, GradientTable};

@@ -1,9 +1,10 @@
 //! The engine's options, set per session like DataFusion's own.
 
 use datafusion_common::config::{ConfigExtension, ConfigOptions};
-use datafusion_common::{extensions_options, plan_err, Result};
+use datafusion_common::{extensions_options, Result};
 use datafusion_expr::Expr;
 
+use crate::error::fail;
 use crate::stack::depth;
 
 extensions_options! {
@@ -44,7 +45,8 @@ impl AutogradOptions {
     pub fn check_depth(&self, expr: &Expr) -> Result<usize> {
         let depth = depth(expr);
         if depth > self.max_expression_depth {
-            return plan_err!(
+            return fail!(
+                LimitExceeded,
                 "the expression nests {depth} levels deep, past the limit of {} \
                  (autograd.max_expression_depth)",
                 self.max_expression_depth

@@ -28,14 +28,20 @@ pub(crate) struct Augmented {
 pub(crate) enum Layout {
     /// Nothing below needs cotangents.
     Constant,
-    /// The parameter's table; `columns` hold each of the table's columns.
+    /// A parameter's table; `columns` hold each of the table's columns.
     Parameter { columns: Vec<Column> },
-    /// Each output row comes from one row of each input, and every column of
-    /// the inputs' augmented plans is present under its own name.
-    Rows(Vec<Augmented>),
-    /// Each output row stands for a group of input rows; the reverse rule
-    /// recomputes the input.
-    Groups,
+    /// Each output row comes from one row of each input listed (by its
+    /// position among the node's inputs), and every column of their
+    /// augmented plans is present under its own name. `matched[k]`, where
+    /// present, is a column that is NULL in the rows input k has no row in
+    /// (the other side's unmatched rows of an outer join).
+    Rows {
+        inputs: Vec<(usize, Augmented)>,
+        matched: Vec<Option<Column>>,
+    },
+    /// Each output row stands for a group of rows of `input` (kept as a
+    /// stage), which the reverse rule reads again.
+    Groups { input: Box<Augmented> },
     /// Each output row comes from one input, named by `tag`; `columns[k]` are
     /// the columns here that hold input k's augmented plan's columns.
     Branches {
@@ -44,11 +50,34 @@ pub(crate) enum Layout {
     },
 }
 
+impl Layout {
+    /// Each output row is a row of the one input.
+    pub fn same_rows(input: Augmented) -> Self {
+        Layout::Rows {
+            inputs: vec![(0, input)],
+            matched: vec![None],
+        }
+    }
+}
+
+impl Augmented {
+    /// The augmented plan of a node whose rows are `input`'s rows, unchanged.
+    pub fn same_rows_as(input: Augmented) -> Self {
+        Augmented {
+            plan: input.plan.clone(),
+            out: input.out.clone(),
+            layout: Layout::same_rows(input),
+        }
+    }
+}
+
 /// Contributions to the cotangents of a node's rows.
 ///
 /// Every row of `plan` is a row of `aug.plan` (with all its columns) and, in
 /// the columns `cot`, a contribution to the cotangent of the node's output
-/// columns; a row's cotangent is the sum of its contributions.
+/// columns; a row's cotangent is the sum of its contributions. A NULL
+/// contribution is no contribution: a row reaches the loss through some of
+/// its columns and not others, and nothing reached is zero, never unknown.
 #[derive(Clone, Debug)]
 pub(crate) struct Bar {
     pub plan: LogicalPlan,
@@ -57,7 +86,14 @@ pub(crate) struct Bar {
     pub cot: Vec<Option<Column>>,
 }
 
-/// The name of the parameter table's `k`-th column in a contribution.
+impl Bar {
+    /// Whether any output column has contributions.
+    pub fn reaches(&self) -> bool {
+        self.cot.iter().any(Option::is_some)
+    }
+}
+
+/// The name of a parameter table's `k`-th column in a contribution.
 pub(crate) fn contribution_column(k: usize) -> String {
     format!("__ag_param{k}")
 }
@@ -134,4 +170,10 @@ pub(crate) fn with_columns(plan: &LogicalPlan, extra: impl IntoIterator<Item = E
         .map(|f| Expr::Column(Column::from_name(f.name().clone())))
         .chain(extra)
         .collect()
+}
+
+/// `plan` with `extra` columns added.
+pub(crate) fn extend(plan: LogicalPlan, extra: Vec<Expr>) -> Result<LogicalPlan> {
+    let exprs = with_columns(&plan, extra);
+    LogicalPlanBuilder::from(plan).project(exprs)?.build()
 }

@@ -3,34 +3,32 @@
 use std::rc::Rc;
 
 use datafusion_common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion_common::{plan_err, Column, DFSchema, Result};
+use datafusion_common::{Column, DFSchema, Result};
 use datafusion_expr::expr_rewriter::NamePreserver;
-use datafusion_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
+use datafusion_expr::{Expr, JoinType, LogicalPlan, LogicalPlanBuilder};
 
 use super::parameter::Parameter;
-use crate::marker::expand_markers;
+use super::rule::unsupported;
+use crate::error::fail;
+use crate::forward::marker::expand_markers;
+use crate::forward::reals::ColumnTypes;
 use crate::options::AutogradOptions;
-use crate::reals::ColumnTypes;
 
 /// `loss` in the form the reverse pass reads: markers differentiated, and
-/// scalar subqueries that read the parameter's table joined to the rows that
-/// use them. Checks that it computes the same rows every time it is
-/// evaluated: the reverse pass evaluates parts of it more than once.
+/// uncorrelated scalar subqueries that read a parameter's table joined to the
+/// rows that use them. An error unless it is a loss: one row, one numeric
+/// column, the same rows every time it is evaluated (the reverse pass
+/// evaluates parts of it more than once).
 pub(crate) fn normalize(
     loss: &LogicalPlan,
-    parameter: &Parameter,
+    parameters: &[Parameter],
     options: &AutogradOptions,
 ) -> Result<LogicalPlan> {
-    let plan = lift_subqueries(loss.clone(), parameter)?;
+    let plan = lift_subqueries(loss.clone(), parameters)?;
     let plan = plan
-        .clone()
         .transform_up_with_subqueries(|node| {
             let names = NamePreserver::new(&node);
-            let input_schema = match node.inputs().as_slice() {
-                [input] => Some(Rc::new(input.schema().as_ref().clone())),
-                _ => None,
-            };
-            let schema = input_schema.unwrap_or_else(|| Rc::new(merged_input_schema(&node)));
+            let schema = Rc::new(input_schema(&node));
             node.map_expressions(|e| {
                 let saved = names.save(&e);
                 let expanded = expand_markers(e, ColumnTypes::Schema(&schema), options)?;
@@ -39,8 +37,29 @@ pub(crate) fn normalize(
             .map_data(LogicalPlan::recompute_schema)
         })?
         .data;
+    check_deterministic(&plan)?;
+    check_is_a_loss(&plan)?;
+    Ok(plan)
+}
+
+/// The schema a node's expressions are evaluated against: its input's, or
+/// for a node with several inputs (a join) theirs side by side.
+fn input_schema(node: &LogicalPlan) -> DFSchema {
+    match node.inputs().as_slice() {
+        [input] => input.schema().as_ref().clone(),
+        inputs => {
+            let mut schema = DFSchema::empty();
+            for input in inputs {
+                schema.merge(input.schema());
+            }
+            schema
+        }
+    }
+}
+
+fn check_deterministic(plan: &LogicalPlan) -> Result<()> {
+    let mut volatile = None;
     plan.apply_with_subqueries(|node| {
-        let mut volatile = None;
         node.apply_expressions(|e| {
             e.apply(|sub| {
                 if sub.is_volatile_node() {
@@ -49,26 +68,42 @@ pub(crate) fn normalize(
                 }
                 Ok(TreeNodeRecursion::Continue)
             })
-        })?;
-        if let Some(function) = volatile {
-            return plan_err!(
-                "gradient(): the loss calls `{function}`, which returns new values each time; \
-                 the gradient evaluates parts of the loss more than once, so they would disagree"
-            );
-        }
-        Ok(TreeNodeRecursion::Continue)
+        })
     })?;
-    Ok(plan)
+    match volatile {
+        Some(function) => fail!(
+            NotALoss,
+            "gradient(): the loss calls `{function}`, which returns new values each time; \
+             the gradient evaluates parts of the loss more than once, so they would disagree"
+        ),
+        None => Ok(()),
+    }
 }
 
-/// The schema the expressions of a node with several inputs are evaluated
-/// against (for a join: both sides side by side).
-fn merged_input_schema(node: &LogicalPlan) -> DFSchema {
-    let mut schema = DFSchema::empty();
-    for input in node.inputs() {
-        schema.merge(input.schema());
+fn check_is_a_loss(loss: &LogicalPlan) -> Result<()> {
+    let fields = loss.schema().fields();
+    if fields.len() != 1 {
+        return fail!(
+            NotALoss,
+            "gradient(): the loss query must return one column, found {}",
+            fields.len()
+        );
     }
-    schema
+    if !fields[0].data_type().is_numeric() {
+        return fail!(
+            NotALoss,
+            "gradient(): the loss must be numeric, found {}",
+            fields[0].data_type()
+        );
+    }
+    if !returns_one_row(loss) {
+        return fail!(
+            NotALoss,
+            "gradient(): the loss query must return exactly one row; make its outermost \
+             operation an aggregate without GROUP BY, for example SELECT SUM(…) or AVG(…)"
+        );
+    }
+    Ok(())
 }
 
 /// Whether `plan` returns exactly one row, whatever its inputs hold.
@@ -82,7 +117,7 @@ pub(crate) fn returns_one_row(plan: &LogicalPlan) -> bool {
         LogicalPlan::EmptyRelation(e) => e.produce_one_row,
         LogicalPlan::Values(v) => v.values.len() == 1,
         LogicalPlan::Join(j) => {
-            j.join_type == datafusion_expr::JoinType::Inner
+            j.join_type == JoinType::Inner
                 && j.on.is_empty()
                 && j.filter.is_none()
                 && returns_one_row(&j.left)
@@ -92,34 +127,36 @@ pub(crate) fn returns_one_row(plan: &LogicalPlan) -> bool {
     }
 }
 
-/// Rewrites every uncorrelated scalar subquery that reads the parameter's
+/// Whether `plan` is the one row without columns of a query without `FROM`.
+fn is_unit(plan: &LogicalPlan) -> bool {
+    matches!(plan, LogicalPlan::EmptyRelation(e) if e.produce_one_row && e.schema.fields().is_empty())
+}
+
+/// Rewrites every uncorrelated scalar subquery that reads a parameter's
 /// table, in a projection or an aggregate, as a cross join with its one row,
 /// so that the reverse pass sees it as a relation.
-fn lift_subqueries(plan: LogicalPlan, parameter: &Parameter) -> Result<LogicalPlan> {
+fn lift_subqueries(plan: LogicalPlan, parameters: &[Parameter]) -> Result<LogicalPlan> {
     let mut lifted = 0;
     plan.transform_up_with_subqueries(|node| {
         let (input, mut exprs) = match &node {
             LogicalPlan::Projection(p) => (p.input.as_ref().clone(), p.expr.clone()),
             LogicalPlan::Aggregate(a) => (a.input.as_ref().clone(), a.aggr_expr.clone()),
+            LogicalPlan::Filter(_) => return Ok(Transformed::no(node)),
             other => {
                 let mut found = None;
                 other.apply_expressions(|e| {
-                    if let Some(s) = subquery_reading(e, parameter) {
-                        found = Some(s);
-                    }
+                    found = found.take().or(subquery_reading(e, parameters)?);
                     Ok(TreeNodeRecursion::Continue)
                 })?;
-                if let (Some(s), false) = (found, matches!(other, LogicalPlan::Filter(_))) {
-                    return plan_err!(
-                        "gradient(): cannot differentiate through the scalar subquery `{s}` \
-                         in `{}`; move it into a projection",
-                        other.display()
-                    );
-                }
-                return Ok(Transformed::no(node));
+                return match found {
+                    Some(s) => unsupported(
+                        other,
+                        format!("the scalar subquery `{s}` reads a parameter's table; move it into a projection"),
+                    ),
+                    None => Ok(Transformed::no(node)),
+                };
             }
         };
-        let place = node.display().to_string();
         let mut input = input;
         let mut changed = false;
         for e in exprs.iter_mut() {
@@ -128,20 +165,20 @@ fn lift_subqueries(plan: LogicalPlan, parameter: &Parameter) -> Result<LogicalPl
                 let Expr::ScalarSubquery(subquery) = &sub else {
                     return Ok(Transformed::no(sub));
                 };
-                if !reads_parameter(&subquery.subquery, parameter) {
+                if !reads_a_parameter(&subquery.subquery, parameters)? {
                     return Ok(Transformed::no(sub));
                 }
                 if !subquery.outer_ref_columns.is_empty() {
-                    return plan_err!(
-                        "gradient(): cannot differentiate through a correlated subquery that \
-                         reads the parameter's table, in `{place}`"
+                    return unsupported(
+                        &node,
+                        "a correlated subquery reads a parameter's table",
                     );
                 }
                 if !returns_one_row(&subquery.subquery) {
-                    return plan_err!(
-                        "gradient(): a scalar subquery in `{place}` reads the parameter's \
-                         table but may not return exactly one row; make it an aggregate \
-                         without GROUP BY"
+                    return unsupported(
+                        &node,
+                        "a scalar subquery reads a parameter's table but may not return \
+                         exactly one row; make it an aggregate without GROUP BY",
                     );
                 }
                 lifted += 1;
@@ -150,13 +187,14 @@ fn lift_subqueries(plan: LogicalPlan, parameter: &Parameter) -> Result<LogicalPl
                 let one_row = LogicalPlanBuilder::from(subquery.subquery.as_ref().clone())
                     .alias(alias.as_str())?
                     .build()?;
-                input = LogicalPlanBuilder::from(input.clone())
-                    .cross_join(one_row)?
-                    .build()?;
-                Ok(Transformed::yes(Expr::Column(Column::new(
-                    Some(alias),
-                    field,
-                ))))
+                input = if is_unit(&input) {
+                    one_row
+                } else {
+                    LogicalPlanBuilder::from(input.clone())
+                        .cross_join(one_row)?
+                        .build()?
+                };
+                Ok(Transformed::yes(Expr::Column(Column::new(Some(alias), field))))
             })?;
             if rewritten.transformed {
                 changed = true;
@@ -167,46 +205,43 @@ fn lift_subqueries(plan: LogicalPlan, parameter: &Parameter) -> Result<LogicalPl
             return Ok(Transformed::no(node));
         }
         let rebuilt = match &node {
-            LogicalPlan::Projection(_) => {
-                LogicalPlanBuilder::from(input).project(exprs)?.build()?
-            }
             LogicalPlan::Aggregate(a) => LogicalPlanBuilder::from(input)
                 .aggregate(a.group_expr.clone(), exprs)?
                 .build()?,
-            _ => unreachable!("only projections and aggregates are rewritten"),
+            _ => LogicalPlanBuilder::from(input).project(exprs)?.build()?,
         };
         Ok(Transformed::yes(rebuilt))
     })
     .map(|t| t.data)
 }
 
-/// The first scalar subquery in `expr` that reads the parameter's table.
-fn subquery_reading(expr: &Expr, parameter: &Parameter) -> Option<String> {
+/// The first scalar subquery in `expr` that reads a parameter's table.
+fn subquery_reading(expr: &Expr, parameters: &[Parameter]) -> Result<Option<String>> {
     let mut found = None;
-    let _ = expr.apply(|e| {
+    expr.apply(|e| {
         if let Expr::ScalarSubquery(s) = e {
-            if reads_parameter(&s.subquery, parameter) {
+            if reads_a_parameter(&s.subquery, parameters)? {
                 found = Some(e.to_string());
                 return Ok(TreeNodeRecursion::Stop);
             }
         }
         Ok(TreeNodeRecursion::Continue)
-    });
-    found
+    })?;
+    Ok(found)
 }
 
-/// Whether `plan` scans the parameter's table anywhere.
-fn reads_parameter(plan: &LogicalPlan, parameter: &Parameter) -> bool {
+/// Whether `plan` scans a parameter's table anywhere.
+pub(crate) fn reads_a_parameter(plan: &LogicalPlan, parameters: &[Parameter]) -> Result<bool> {
     let mut found = false;
-    let _ = plan.apply_with_subqueries(|node| {
+    plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node {
-            found |= parameter.is_scanned_by(scan);
+            found = parameters.iter().any(|p| p.is_scanned_by(scan));
         }
         Ok(if found {
             TreeNodeRecursion::Stop
         } else {
             TreeNodeRecursion::Continue
         })
-    });
-    found
+    })?;
+    Ok(found)
 }

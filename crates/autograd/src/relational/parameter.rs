@@ -1,13 +1,11 @@
-//! The table column a gradient is taken with respect to.
+//! The table columns a gradient is taken with respect to.
 
-use datafusion::catalog::TableProvider;
-use datafusion::datasource::provider_as_source;
-use datafusion::execution::SessionState;
-use datafusion_common::{
-    plan_datafusion_err, plan_err, Column, ResolvedTableReference, Result, TableReference,
-};
-use datafusion_expr::{LogicalPlan, LogicalPlanBuilder, TableScan, TableSource};
 use std::sync::Arc;
+
+use datafusion_common::{Column, ResolvedTableReference, Result, TableReference};
+use datafusion_expr::{LogicalPlan, LogicalPlanBuilder, TableScan, TableSource};
+
+use crate::error::fail;
 
 /// A numeric column of a table: `w1.w` in `gradient('…', 'w1.w')`.
 #[derive(Clone)]
@@ -33,19 +31,17 @@ impl Parameter {
         let column = column.into();
         let schema = source.schema();
         let Ok(field) = schema.field_with_name(&column) else {
-            return plan_err!(
-                "gradient(): the table {table} has no column `{column}`; its columns are {}",
-                schema
-                    .fields()
-                    .iter()
-                    .map(|f| f.name().as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+            let columns: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+            return fail!(
+                UnknownParameter,
+                "the table {table} has no column `{column}`; its columns are {}",
+                columns.join(", ")
             );
         };
         if !field.data_type().is_numeric() {
-            return plan_err!(
-                "gradient(): {table}.{column} must be numeric to differentiate by, found {}",
+            return fail!(
+                UnknownParameter,
+                "{table}.{column} must be numeric to differentiate by, found {}",
                 field.data_type()
             );
         }
@@ -58,19 +54,17 @@ impl Parameter {
         })
     }
 
-    /// `"table.column"` among the tables of `state`.
-    pub fn from_session(state: &SessionState, wrt: &str) -> Result<Self> {
-        let Some((table, column)) = wrt.rsplit_once('.') else {
-            return plan_err!(
-                "gradient(): the parameter must be written table.column, found '{wrt}'"
-            );
-        };
-        let table = TableReference::parse_str(table);
-        let options = state.config_options();
-        let catalog = &options.catalog.default_catalog;
-        let schema = &options.catalog.default_schema;
-        let provider = table_provider(state, &table)?;
-        Self::new(table, column, provider_as_source(provider), catalog, schema)
+    /// `"<table>.<column>"` split into the table and the column.
+    pub fn parse(wrt: &str) -> Result<(TableReference, String)> {
+        match wrt.rsplit_once('.') {
+            Some((table, column)) if !table.is_empty() && !column.is_empty() => {
+                Ok((TableReference::parse_str(table), column.to_string()))
+            }
+            _ => fail!(
+                UnknownParameter,
+                "the parameter must be written table.column, found '{wrt}'"
+            ),
+        }
     }
 
     /// The table, resolved.
@@ -83,9 +77,19 @@ impl Parameter {
         &self.column
     }
 
+    /// What the table is read through.
+    pub fn source(&self) -> &Arc<dyn TableSource> {
+        &self.source
+    }
+
     /// Whether `scan` reads the parameter's table.
     pub(crate) fn is_scanned_by(&self, scan: &TableScan) -> bool {
-        scan.table_name
+        self.is_table(&scan.table_name)
+    }
+
+    /// Whether `table` names the parameter's table.
+    pub(crate) fn is_table(&self, table: &TableReference) -> bool {
+        table
             .clone()
             .resolve(&self.default_catalog, &self.default_schema)
             == self.table
@@ -105,29 +109,14 @@ impl Parameter {
     }
 }
 
-/// The provider of `table` in `state`'s catalogs, found without waiting: a
-/// table function is planned synchronously.
-pub(crate) fn table_provider(
-    state: &SessionState,
-    table: &TableReference,
-) -> Result<Arc<dyn TableProvider>> {
-    use futures::FutureExt;
-    let schema = state.schema_for_ref(table.clone())?;
-    match schema.table(table.table()).now_or_never() {
-        Some(Ok(Some(provider))) => Ok(provider),
-        Some(Ok(None)) => Err(plan_datafusion_err!(
-            "gradient(): table '{table}' not found"
-        )),
-        Some(Err(e)) => Err(e),
-        None => plan_err!(
-            "gradient(): the table '{table}' is not available without waiting on its catalog; \
-             register it in memory (for example as a view or table of the session)"
-        ),
-    }
-}
-
 impl std::fmt::Debug for Parameter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Parameter({}.{})", self.table, self.column)
+    }
+}
+
+impl std::fmt::Display for Parameter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.table.table, self.column)
     }
 }

@@ -5,107 +5,114 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 
 use datafusion_common::{Column, Result};
-use datafusion_expr::logical_plan::builder::LogicalTableSource;
-use datafusion_expr::{lit, LogicalPlan, LogicalPlanBuilder};
+use datafusion_expr::{lit, LogicalPlan};
 
 use super::assemble::assemble;
-use super::augment::{rename, with_columns, Augmented, Bar, Layout};
+use super::augment::{extend, rename, with_columns, Augmented, Bar, Layout};
 use super::backprop::Backprop;
+use super::loss::reads_a_parameter;
 use super::operators;
 use super::parameter::Parameter;
-use super::staged::Staged;
+use super::staged::{stage_scan, Stage, Staged};
 use crate::options::AutogradOptions;
 
 /// Numbers the passes of this process, so that their stages' names never meet.
 static PASSES: AtomicUsize = AtomicUsize::new(0);
 
-/// One reverse pass through one loss.
+/// One reverse pass through one loss, for several parameters at once.
 pub(crate) struct Pass<'a> {
-    parameter: &'a Parameter,
+    parameters: &'a [Parameter],
     options: &'a AutogradOptions,
     pass: usize,
-    ids: RefCell<HashMap<*const LogicalPlan, usize>>,
+    /// The namespace nodes are being augmented in (see [`Backprop::forward_apart`]).
+    scope: Cell<usize>,
+    scopes: Cell<usize>,
+    ids: RefCell<HashMap<(*const LogicalPlan, usize), usize>>,
     /// Every node's active columns, found once.
     activity: RefCell<HashMap<*const LogicalPlan, Rc<[bool]>>>,
-    /// Every node's augmented plan, built once.
-    forwards: RefCell<HashMap<*const LogicalPlan, Augmented>>,
+    /// Every node's augmented plan, built once per scope.
+    forwards: RefCell<HashMap<(*const LogicalPlan, usize), Augmented>>,
     /// The augmented plans of the inputs of reductions, kept as stages.
-    reduced: RefCell<HashMap<*const LogicalPlan, Augmented>>,
-    stages: RefCell<Vec<(String, LogicalPlan)>>,
+    reduced: RefCell<HashMap<(*const LogicalPlan, usize), Augmented>>,
+    stages: RefCell<Vec<Stage>>,
     counter: Cell<usize>,
-    /// The parameter table's contributions: its columns and the cotangent.
-    contributions: RefCell<Vec<LogicalPlan>>,
+    /// Per parameter: the contributions that reached its table.
+    contributions: RefCell<Vec<Vec<LogicalPlan>>>,
 }
 
 impl<'a> Pass<'a> {
-    pub fn new(parameter: &'a Parameter, options: &'a AutogradOptions) -> Self {
+    pub fn new(parameters: &'a [Parameter], options: &'a AutogradOptions) -> Self {
         Self {
-            parameter,
+            parameters,
             options,
             pass: PASSES.fetch_add(1, Ordering::Relaxed),
+            scope: Cell::new(0),
+            scopes: Cell::new(1),
             ids: RefCell::default(),
             activity: RefCell::default(),
             forwards: RefCell::default(),
             reduced: RefCell::default(),
             stages: RefCell::default(),
             counter: Cell::new(0),
-            contributions: RefCell::default(),
+            contributions: RefCell::new(vec![vec![]; parameters.len()]),
         }
     }
 
-    /// The number of `node` in this pass.
+    /// The number of `node`, in the current scope, in this pass.
     fn id(&self, node: &LogicalPlan) -> usize {
         let mut ids = self.ids.borrow_mut();
         let next = ids.len();
-        *ids.entry(node as *const LogicalPlan).or_insert(next)
+        *ids.entry(self.key(node)).or_insert(next)
+    }
+
+    /// `node` in the current scope.
+    fn key(&self, node: &LogicalPlan) -> (*const LogicalPlan, usize) {
+        (node as *const LogicalPlan, self.scope.get())
     }
 
     /// `node`'s rows under this pass's names, for a node whose value does not
-    /// depend on the parameter.
+    /// depend on the parameters.
     fn constant(&self, node: &LogicalPlan) -> Result<Augmented> {
-        let out: Vec<Column> = (0..node.schema().fields().len())
-            .map(|j| self.out_name(node, j))
-            .collect();
-        let plan = rename(node.clone(), &out)?;
+        let out = self.out_names(node);
         Ok(Augmented {
-            plan,
+            plan: rename(node.clone(), &out)?,
             out,
             layout: Layout::Constant,
         })
     }
 
-    /// Passes `bar` down from `node` to the parameter's table.
+    /// Passes `bar` down from `node` to the parameters' tables.
     fn backward(&self, node: &LogicalPlan, bar: Bar) -> Result<()> {
         let active = self.active(node)?;
-        if !bar
-            .cot
-            .iter()
-            .zip(active.iter())
-            .any(|(c, a)| c.is_some() && *a)
-        {
+        let reaches = bar.cot.iter().zip(active.iter()).any(|(c, a)| c.is_some() && *a);
+        if !reaches {
             return Ok(());
         }
         let inputs = node.inputs();
-        for (k, input_bar) in (operators::rule(node)?.backward)(self, node, bar)? {
+        for (k, input_bar) in operators::rule(node)?.backward(self, bar)? {
             self.backward(inputs[k], input_bar)?;
         }
         Ok(())
     }
 
-    /// The gradient of `loss`, which returns one row and one column.
+    /// The gradients of `loss`, which returns one row and one column, one
+    /// per parameter.
     pub fn differentiate(self, loss: &LogicalPlan) -> Result<Staged> {
-        if self.active(loss)?[0] {
+        let mut seed_plan = None;
+        if !self.active(loss)?[0] && reads_a_parameter(loss, self.parameters)? {
+            // Nothing to pass back, but the gradient is NULL where the loss is.
+            let aug = self.constant(loss)?;
+            seed_plan = Some((self.stage(aug.plan)?, aug.out[0].clone()));
+        } else if self.active(loss)?[0] {
             let aug = self.forward(loss)?;
             let seed = self.fresh("seed");
-            let plan = LogicalPlanBuilder::from(aug.plan.clone())
-                .project(with_columns(
-                    &aug.plan,
-                    [lit(1.0_f64).alias(seed.name.clone())],
-                ))?
-                .build()?;
+            // The loss's one row, kept: the reverse pass starts from it, and
+            // the gradient is NULL where the loss is.
+            let plan = self.stage(extend(aug.plan.clone(), vec![lit(1.0_f64).alias(seed.name.clone())])?)?;
+            let loss_value = aug.out[0].clone();
+            seed_plan = Some((plan.clone(), loss_value));
             self.backward(
                 loss,
                 Bar {
@@ -115,17 +122,23 @@ impl<'a> Pass<'a> {
                 },
             )?;
         }
-        let result = assemble(&self, self.contributions.take())?;
+        let contributions = self.contributions.take();
+        let results = self
+            .parameters
+            .iter()
+            .zip(contributions)
+            .map(|(parameter, plans)| assemble(&self, parameter, plans, seed_plan.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Staged {
             stages: self.stages.take(),
-            result,
+            results,
         })
     }
 }
 
 impl Backprop for Pass<'_> {
-    fn parameter(&self) -> &Parameter {
-        self.parameter
+    fn parameters(&self) -> &[Parameter] {
+        self.parameters
     }
 
     fn options(&self) -> &AutogradOptions {
@@ -152,24 +165,24 @@ impl Backprop for Pass<'_> {
             .into_iter()
             .map(|input| self.active(input))
             .collect::<Result<Vec<_>>>()?;
-        let active: Rc<[bool]> = if inputs_active.iter().all(|a| !a.iter().any(|x| *x))
-            && !matches!(node, LogicalPlan::TableScan(_))
-        {
+        let constant = inputs_active.iter().all(|a| !a.iter().any(|x| *x))
+            && !matches!(node, LogicalPlan::TableScan(_));
+        let active: Rc<[bool]> = if constant {
             vec![false; node.schema().fields().len()].into()
         } else {
-            (operators::rule(node)?.activity)(self, node, &inputs_active)?.into()
+            operators::rule(node)?.activity(self, &inputs_active)?.into()
         };
         self.activity.borrow_mut().insert(key, Rc::clone(&active));
         Ok(active)
     }
 
     fn forward(&self, node: &LogicalPlan) -> Result<Augmented> {
-        let key = node as *const LogicalPlan;
+        let key = self.key(node);
         if let Some(known) = self.forwards.borrow().get(&key) {
             return Ok(known.clone());
         }
         let augmented = if self.active(node)?.iter().any(|a| *a) {
-            (operators::rule(node)?.forward)(self, node)?
+            operators::rule(node)?.forward(self)?
         } else {
             self.constant(node)?
         };
@@ -177,8 +190,17 @@ impl Backprop for Pass<'_> {
         Ok(augmented)
     }
 
+    fn forward_apart(&self, node: &LogicalPlan) -> Result<Augmented> {
+        let outer = self.scope.get();
+        self.scope.set(self.scopes.get());
+        self.scopes.set(self.scopes.get() + 1);
+        let augmented = self.forward(node);
+        self.scope.set(outer);
+        augmented
+    }
+
     fn reduced_input(&self, node: &LogicalPlan) -> Result<Augmented> {
-        let key = node as *const LogicalPlan;
+        let key = self.key(node);
         if let Some(known) = self.reduced.borrow().get(&key) {
             return Ok(known.clone());
         }
@@ -192,22 +214,24 @@ impl Backprop for Pass<'_> {
     }
 
     fn stage(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
-        // A stage is also a SQL statement, and a statement selects its columns.
+        // A stage is also a SQL query, and a query selects its columns.
         let plan = match plan {
             LogicalPlan::Projection(_) => plan,
             other => {
                 let columns = with_columns(&other, []);
-                LogicalPlanBuilder::from(other).project(columns)?.build()?
+                datafusion_expr::LogicalPlanBuilder::from(other)
+                    .project(columns)?
+                    .build()?
             }
         };
         let mut stages = self.stages.borrow_mut();
-        let name = format!("__ag{}_stage{}", self.pass, stages.len());
-        let source = LogicalTableSource::new(Arc::new(plan.schema().as_arrow().clone()));
-        stages.push((name.clone(), plan));
-        LogicalPlanBuilder::scan(name, Arc::new(source), None)?.build()
+        let name = format!("__ag{}_s{}", self.pass, stages.len());
+        let scan = stage_scan(&name, &plan)?;
+        stages.push(Stage { name, plan });
+        Ok(scan)
     }
 
-    fn contribute(&self, plan: LogicalPlan) {
-        self.contributions.borrow_mut().push(plan);
+    fn contribute(&self, k: usize, plan: LogicalPlan) {
+        self.contributions.borrow_mut()[k].push(plan);
     }
 }

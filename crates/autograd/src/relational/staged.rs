@@ -5,122 +5,62 @@
 //! contributions that reach both sides of a join. A plan is a tree, so as one
 //! plan those relations would be computed once per reading, and the readings
 //! multiply with every reduction and join on the way to the parameter. The
-//! gradient is therefore a sequence of stages, each computed once and read by
-//! name by the stages after it and by the result.
+//! gradient is therefore a sequence of stages, each a plan that reads the
+//! stages before it through a scan of a [`StageSource`], and results that read
+//! them too. How stages are kept is the host's affair: computed once when
+//! first read (`datafusion_autograd`'s table provider), common table
+//! expressions (SQL text), or written out again where they are read
+//! ([`Staged::inline`], for hosts that take one plan of built-in operators).
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use datafusion::catalog::{Session, TableProvider};
-use datafusion::datasource::{provider_as_source, MemTable};
-use datafusion::physical_plan::{collect_partitioned, ExecutionPlan};
 use datafusion_common::arrow::datatypes::SchemaRef;
 use datafusion_common::tree_node::{Transformed, TreeNode};
 use datafusion_common::Result;
-use datafusion_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableScan, TableType};
+use datafusion_expr::{LogicalPlan, LogicalPlanBuilder, TableSource, TableType};
 
-use crate::sql::plan_to_sql;
+/// One stage: a relation the gradient reads more than once.
+#[derive(Clone, Debug)]
+pub struct Stage {
+    /// The name its scans read it by, unique in the process.
+    pub name: String,
+    pub plan: LogicalPlan,
+}
 
-/// The gradient as stages and a result, each a plan that may scan the
-/// stages before it by name.
+/// Gradients as stages and results, each a plan that may scan the stages
+/// before it.
 #[derive(Clone, Debug)]
 pub struct Staged {
-    /// `(name, plan)`, in the order they must be computed.
-    pub stages: Vec<(String, LogicalPlan)>,
-    /// The gradient: every row of the parameter's table and `grad`.
-    pub result: LogicalPlan,
+    /// In the order they must be computed.
+    pub stages: Vec<Stage>,
+    /// One per parameter, in the order asked for: every row of the
+    /// parameter's table, all its columns, and `grad`.
+    pub results: Vec<LogicalPlan>,
 }
 
-/// The gradient as SQL: statements that create the stages as tables, the
-/// query that reads them, and the tables to drop afterwards.
-#[derive(Clone, Debug)]
-pub struct StagedSql {
-    pub stages: Vec<String>,
-    pub query: String,
-    pub tables: Vec<String>,
-}
-
-impl Staged {
-    /// The output schema.
-    pub fn schema(&self) -> SchemaRef {
-        Arc::new(self.result.schema().as_arrow().clone())
-    }
-
-    /// The stages as `CREATE TABLE` statements and the result as a query.
-    pub fn to_sql(&self) -> Result<StagedSql> {
-        let stages = self
-            .stages
-            .iter()
-            .map(|(name, plan)| Ok(format!("CREATE TABLE {name} AS {}", plan_to_sql(plan)?)))
-            .collect::<Result<Vec<_>>>()?;
-        Ok(StagedSql {
-            stages,
-            query: plan_to_sql(&self.result)?,
-            tables: self.stages.iter().map(|(name, _)| name.clone()).collect(),
-        })
-    }
-
-    /// Computes the stages in `session`, and returns the result's plan over
-    /// their rows.
-    pub async fn run(&self, session: &dyn Session) -> Result<Arc<dyn ExecutionPlan>> {
-        let mut tables: HashMap<String, Arc<MemTable>> = HashMap::new();
-        for (name, plan) in &self.stages {
-            let plan = bind(plan, &tables)?;
-            let schema = Arc::new(plan.schema().as_arrow().clone());
-            let executed = session.create_physical_plan(&plan).await?;
-            let partitions = collect_partitioned(executed, session.task_ctx()).await?;
-            tables.insert(
-                name.clone(),
-                Arc::new(MemTable::try_new(schema, partitions)?),
-            );
-        }
-        session
-            .create_physical_plan(&bind(&self.result, &tables)?)
-            .await
-    }
-}
-
-/// `plan` with its scans of stages reading the stages' rows.
-fn bind(plan: &LogicalPlan, tables: &HashMap<String, Arc<MemTable>>) -> Result<LogicalPlan> {
-    plan.clone()
-        .transform_up(|node| match &node {
-            LogicalPlan::TableScan(scan) => match tables.get(scan.table_name.table()) {
-                Some(table) => {
-                    let source = provider_as_source(Arc::clone(table) as Arc<dyn TableProvider>);
-                    Ok(Transformed::yes(LogicalPlan::TableScan(
-                        TableScan::try_new(
-                            scan.table_name.clone(),
-                            source,
-                            scan.projection.clone(),
-                            scan.filters.clone(),
-                            scan.fetch,
-                        )?,
-                    )))
-                }
-                None => Ok(Transformed::no(node)),
-            },
-            _ => Ok(Transformed::no(node)),
-        })
-        .map(|t| t.data)
-}
-
-/// The table a gradient is: its stages are computed each time it is scanned.
+/// The source a scan of a stage reads: the stage's name and schema.
 #[derive(Debug)]
-pub struct GradientTable {
-    staged: Staged,
+pub struct StageSource {
+    name: String,
     schema: SchemaRef,
 }
 
-impl GradientTable {
-    pub fn new(staged: Staged) -> Self {
-        let schema = staged.schema();
-        Self { staged, schema }
+impl StageSource {
+    /// The stage's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The stage `plan` will be read through, when `source` is a stage's source.
+    pub fn of(source: &Arc<dyn TableSource>) -> Option<&StageSource> {
+        (source.as_ref() as &dyn Any).downcast_ref::<StageSource>()
     }
 }
 
-#[async_trait]
-impl TableProvider for GradientTable {
+impl TableSource for StageSource {
+
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
@@ -128,26 +68,60 @@ impl TableProvider for GradientTable {
     fn table_type(&self) -> TableType {
         TableType::Temporary
     }
+}
 
-    async fn scan(
-        &self,
-        session: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let staged = match projection {
-            Some(columns) => {
-                let result = LogicalPlanBuilder::from(self.staged.result.clone())
-                    .select(columns.iter().copied())?
-                    .build()?;
-                Staged {
-                    stages: self.staged.stages.clone(),
-                    result,
-                }
-            }
-            None => self.staged.clone(),
-        };
-        staged.run(session).await
+/// A scan of the stage `name` that `plan` computes.
+pub(crate) fn stage_scan(name: &str, plan: &LogicalPlan) -> Result<LogicalPlan> {
+    let source = StageSource {
+        name: name.to_string(),
+        schema: Arc::new(plan.schema().as_arrow().clone()),
+    };
+    LogicalPlanBuilder::scan(name, Arc::new(source), None)?.build()
+}
+
+impl Staged {
+    /// The output schema of result `k`.
+    pub fn schema(&self, k: usize) -> SchemaRef {
+        Arc::new(self.results[k].schema().as_arrow().clone())
     }
+
+    /// Result `k` as one plan of built-in operators: every scan of a stage
+    /// replaced by the stage's plan, so what a stage computes is computed
+    /// once per reading.
+    pub fn inline(&self, k: usize) -> Result<LogicalPlan> {
+        let mut inlined: HashMap<&str, LogicalPlan> = HashMap::new();
+        for stage in &self.stages {
+            let plan = replace_stages(&stage.plan, &inlined)?;
+            inlined.insert(stage.name.as_str(), plan);
+        }
+        replace_stages(&self.results[k], &inlined)
+    }
+
+    /// Every plan, stages first: `(name, plan)`, results named `None`.
+    pub fn plans(&self) -> impl Iterator<Item = (Option<&str>, &LogicalPlan)> {
+        self.stages
+            .iter()
+            .map(|s| (Some(s.name.as_str()), &s.plan))
+            .chain(self.results.iter().map(|r| (None, r)))
+    }
+}
+
+/// `plan` with every scan of a stage replaced by `stages`' plan for it.
+fn replace_stages(plan: &LogicalPlan, stages: &HashMap<&str, LogicalPlan>) -> Result<LogicalPlan> {
+    plan.clone()
+        .transform_up(|node| {
+            let LogicalPlan::TableScan(scan) = &node else {
+                return Ok(Transformed::no(node));
+            };
+            let Some(stage) = StageSource::of(&scan.source) else {
+                return Ok(Transformed::no(node));
+            };
+            let body = stages[stage.name()].clone();
+            let mut builder = LogicalPlanBuilder::from(body).alias(scan.table_name.clone())?;
+            if let Some(projection) = &scan.projection {
+                builder = builder.select(projection.iter().copied())?;
+            }
+            Ok(Transformed::yes(builder.build()?))
+        })
+        .map(|t| t.data)
 }

@@ -50,3 +50,11 @@ impl Substitution {
         })
     }
 }
+
+/// Whether `expr` reads any column `schema` marks active.
+pub(crate) fn reads_active(expr: &Expr, schema: &DFSchema, active: &[bool]) -> bool {
+    expr.exists(|e| {
+        Ok(matches!(e, Expr::Column(c) if schema.index_of_column(c).is_ok_and(|j| active[j])))
+    })
+    .unwrap_or_else(|_| unreachable!("the visitor never fails"))
+}

@@ -10,29 +10,17 @@ use datafusion_sql::sqlparser::dialect::GenericDialect;
 use datafusion_sql::sqlparser::keywords::Keyword;
 use datafusion_sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
-use super::plan::Catalog;
+use crate::catalog::Catalog;
 use super::{plan_scalar, to_sql};
-use crate::marker::{expand_markers, Derivative};
+use crate::forward::marker::{expand_markers, Derivative};
 use crate::options::AutogradOptions;
-use crate::reals::ColumnTypes;
-use crate::relational::gradient_sql;
+use crate::forward::reals::ColumnTypes;
+use super::gradient::gradient_sql;
 use crate::stack::with_room;
 
 /// The table function's name, and the name its result goes by unless the
 /// query gives it another.
 const GRADIENT: &str = "gradient";
-
-/// A statement rewritten for a host that never calls `simplify`: run
-/// `stages` first, then `sql`, and drop the tables `tables` afterwards.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct Rewritten {
-    /// Statements that create the tables the gradients read, in order.
-    pub stages: Vec<String>,
-    /// The statement, with every call replaced.
-    pub sql: String,
-    /// The tables `stages` create.
-    pub tables: Vec<String>,
-}
 
 /// `sql` with every marker call replaced by its derivative, and every
 /// `gradient('<loss query>', '<table>.<column>')` by the query that computes
@@ -50,18 +38,17 @@ pub struct Rewritten {
 ///
 /// let sql = "SELECT x, grad(x * x, x) AS d FROM t -- grad(y, y)";
 /// assert_eq!(
-///     rewrite_sql(sql, &|_| Ok(None), &Default::default()).unwrap().sql,
+///     rewrite_sql(sql, &|_| Ok(None), &Default::default()).unwrap(),
 ///     "SELECT x, (CAST(x AS DOUBLE) * 2.0) AS d FROM t -- grad(y, y)"
 /// );
 /// ```
-pub fn rewrite_sql(sql: &str, tables: Catalog, options: &AutogradOptions) -> Result<Rewritten> {
+pub fn rewrite_sql(sql: &str, tables: Catalog, options: &AutogradOptions) -> Result<String> {
     with_room(|| {
         let tokens = Tokenizer::new(&GenericDialect {}, sql)
             .tokenize_with_location()
             .map_err(|e| plan_datafusion_err!("cannot read the SQL text: {e}"))?;
         let offsets = ByteOffsets::new(sql);
         let mut out = String::with_capacity(sql.len());
-        let mut rewritten = Rewritten::default();
         let mut copied = 0;
         for call in calls(&tokens)? {
             let start = offsets.of(call.start);
@@ -71,10 +58,7 @@ pub fn rewrite_sql(sql: &str, tables: Catalog, options: &AutogradOptions) -> Res
             match &call.kind {
                 CallKind::Marker => out.push_str(&expand_sql(&sql[start..end], options)?),
                 CallKind::Gradient { loss, wrt, aliased } => {
-                    let staged = gradient_sql(loss, wrt, tables, options)?;
-                    rewritten.stages.extend(staged.stages);
-                    rewritten.tables.extend(staged.tables);
-                    out.push_str(&staged.query);
+                    out.push_str(&gradient_sql(loss, wrt, tables, options)?);
                     out.push(')');
                     if !aliased {
                         out.push_str(" AS ");
@@ -88,8 +72,7 @@ pub fn rewrite_sql(sql: &str, tables: Catalog, options: &AutogradOptions) -> Res
             copied = end;
         }
         out.push_str(&sql[copied..]);
-        rewritten.sql = out;
-        Ok(rewritten)
+        Ok(out)
     })
 }
 

@@ -9,9 +9,9 @@ use datafusion_common::{plan_err, Column, Result};
 use datafusion_expr::{col, lit, Expr};
 
 use super::{plan_scalar, to_sql};
-use crate::marker::expand_markers;
+use crate::forward::marker::expand_markers;
 use crate::options::AutogradOptions;
-use crate::reals::ColumnTypes;
+use crate::forward::reals::ColumnTypes;
 use crate::stack::with_room;
 
 /// The step of a central difference, relative to the point: the cube root of
@@ -71,7 +71,7 @@ pub fn check_grad_sql(expr: &str, wrt: &str, relation: &str) -> Result<String> {
         };
         let (plus, minus) = (shifted(1.0)?, shifted(-1.0)?);
         let at = to_sql(&Expr::Column(column.clone()))?;
-        let marker = to_sql(&crate::expr_fn::grad(exprs[0].clone(), exprs[1].clone()))?;
+        let marker = to_sql(&crate::forward::udf::expr_fn::grad(exprs[0].clone(), exprs[1].clone()))?;
         Ok(format!(
             "WITH __ag_probe AS (\
                SELECT *, {RELATIVE_STEP:e} * greatest(1.0, abs({at})) AS {STEP} \

@@ -256,18 +256,46 @@ fn written_everywhere(op: &Operator) -> bool {
 
 /// Prints a plan as one SQL query.
 pub fn plan_to_sql(plan: &LogicalPlan) -> Result<String> {
+    plans_to_sql(&[], plan)
+}
+
+/// Prints `root` as one SQL query in which the relations `named` — which
+/// `root`, and each the ones before it, read by name — are common table
+/// expressions of those names.
+pub(crate) fn plans_to_sql(named: &[(&str, &LogicalPlan)], root: &LogicalPlan) -> Result<String> {
     with_room(|| {
-        let plan = plan
-            .clone()
-            .transform_up_with_subqueries(|node| {
-                node.map_expressions(|e| {
-                    spell_non_finite(e, Dialect::DataFusion).map(Transformed::yes)
-                })
-            })?
-            .data;
+        // A `VALUES` list, which the unparser writes only as a whole
+        // statement, is written as selects of its rows.
+        let spelled = |plan: &LogicalPlan| -> Result<LogicalPlan> {
+            Ok(plan
+                .clone()
+                .transform_up_with_subqueries(|node| match &node {
+                    LogicalPlan::Values(values) => selects(values).map(Transformed::yes),
+                    // An alias of an alias (a CTE read under another name):
+                    // the outer name is the one read, and the unparser
+                    // writes the pair as two relations.
+                    LogicalPlan::SubqueryAlias(outer) => match outer.input.as_ref() {
+                        LogicalPlan::SubqueryAlias(inner) => LogicalPlanBuilder::from(
+                            inner.input.as_ref().clone(),
+                        )
+                        .alias(outer.alias.clone())?
+                        .build()
+                        .map(Transformed::yes),
+                        _ => Ok(Transformed::no(node)),
+                    },
+                    _ => node.map_expressions(|e| {
+                        let e = typed_nulls(e)?;
+                        spell_non_finite(e, Dialect::DataFusion).map(Transformed::yes)
+                    }),
+                })?
+                .data)
+        };
         let mut chain = Chain::default();
-        let root = chain.flatten(plan)?;
-        let root = unparse(&root)?;
+        for (name, plan) in named {
+            let body = unparse(&chain.flatten(spelled(plan)?)?)?;
+            chain.tables.push((name.to_string(), body));
+        }
+        let root = unparse(&chain.flatten(spelled(root)?)?)?;
         if chain.tables.is_empty() {
             return Ok(root);
         }
@@ -319,7 +347,7 @@ impl Chain {
             Some(name) => name.clone(),
             None => {
                 let body = unparse(&self.flatten(plan.clone())?)?;
-                let name = format!("__ag_cte{}", self.tables.len());
+                let name = format!("__ag_cte{}", self.names.len());
                 self.tables.push((name.clone(), body));
                 self.names.insert(plan.clone(), name.clone());
                 name
@@ -327,6 +355,44 @@ impl Chain {
         };
         let source = LogicalTableSource::new(Arc::new(plan.schema().as_arrow().clone()));
         LogicalPlanBuilder::scan(name, Arc::new(source), None)?.build()
+    }
+}
+
+/// `expr` with every NULL of a known type written as a cast to it: a NULL
+/// printed alone reads back without one, and a relation whose column holds
+/// only such NULLs (one branch of a union, say) would lose the column's type.
+fn typed_nulls(expr: Expr) -> Result<Expr> {
+    expr.transform_up(|e| match &e {
+        Expr::Literal(value, _) if value.is_null() && value.data_type() != DataType::Null => {
+            let data_type = value.data_type();
+            Ok(Transformed::yes(cast(lit(ScalarValue::Null), data_type)))
+        }
+        _ => Ok(Transformed::no(e)),
+    })
+    .map(|t| t.data)
+}
+
+/// The rows of `values` as `SELECT … UNION ALL SELECT …` of one row each.
+fn selects(values: &datafusion_expr::logical_plan::Values) -> Result<LogicalPlan> {
+    let names: Vec<String> = values.schema.fields().iter().map(|f| f.name().clone()).collect();
+    let mut union: Option<LogicalPlanBuilder> = None;
+    for row in &values.values {
+        // A NULL printed alone has no type: written as a cast to the column's.
+        let typed = row.iter().zip(values.schema.fields()).map(|(e, field)| match e {
+            Expr::Literal(value, _) if value.is_null() => cast(e.clone(), field.data_type().clone()),
+            other => other.clone(),
+        });
+        let select = LogicalPlanBuilder::empty(true)
+            .project(typed.zip(&names).map(|(e, n)| e.alias(n)))?
+            .build()?;
+        union = Some(match union {
+            None => LogicalPlanBuilder::from(select),
+            Some(union) => union.union(select)?,
+        });
+    }
+    match union {
+        Some(union) => union.build(),
+        None => datafusion_common::plan_err!("an empty VALUES list has no SQL spelling"),
     }
 }
 

@@ -1,23 +1,26 @@
 //! SQL text: differentiate it, plan it ([`plan`]), print it ([`emit`]), and
 //! rewrite it for hosts that never call `simplify` ([`bridge`]).
 
-use datafusion_common::{plan_err, Result};
+use datafusion_common::Result;
 use datafusion_expr::Expr;
 
-use crate::marker::Derivative;
+use crate::error::fail;
+use crate::forward::marker::Derivative;
 use crate::options::AutogradOptions;
-use crate::reals::ColumnTypes;
+use crate::forward::reals::ColumnTypes;
 use crate::stack::with_room;
 
 pub(crate) mod bridge;
 mod check;
 pub(crate) mod dialect;
 mod emit;
+mod gradient;
 pub(crate) mod plan;
 
 pub use check::{check_grad, check_grad_sql, GradCheck};
 pub use dialect::Dialect;
 pub use emit::plan_to_sql;
+pub use gradient::gradient_sql;
 pub(crate) use emit::to_sql;
 pub(crate) use plan::plan_scalar;
 
@@ -51,7 +54,8 @@ pub fn differentiate_sql(expr_sql: &str, wrt: &str, dialect: Dialect) -> Result<
         let (exprs, schema) = plan_scalar(&[expr_sql, wrt])?;
         let wrt = &exprs[1];
         if !matches!(wrt, Expr::Column(_)) {
-            return plan_err!(
+            return fail!(
+                UnknownParameter,
                 "the variable to differentiate by must be a column name, found `{wrt}`"
             );
         }

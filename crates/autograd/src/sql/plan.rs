@@ -10,7 +10,7 @@ use datafusion::datasource::provider_as_source;
 use datafusion::execution::SessionStateDefaults;
 use datafusion::functions_aggregate::all_default_aggregate_functions;
 use datafusion::functions_window::all_default_window_functions;
-use datafusion_common::arrow::datatypes::{DataType, Field, SchemaRef};
+use datafusion_common::arrow::datatypes::{DataType, Field};
 use datafusion_common::config::ConfigOptions;
 use datafusion_common::{plan_datafusion_err, plan_err, DFSchema, Result, TableReference};
 use datafusion_expr::logical_plan::builder::LogicalTableSource;
@@ -25,7 +25,8 @@ use datafusion_sql::sqlparser::dialect::GenericDialect;
 use datafusion_sql::sqlparser::parser::Parser;
 use datafusion_sql::sqlparser::tokenizer::Token;
 
-use crate::udf::scalar_functions;
+use crate::catalog::{Catalog, Relation};
+use crate::forward::udf::scalar_functions;
 
 /// How deeply SQL text read here may nest (the parser's recursion limit; its
 /// recursion grows the stack as it goes, so the limit is about time, not
@@ -130,19 +131,6 @@ fn free_variables(exprs: &[ast::Expr]) -> Result<DFSchema> {
         .collect();
     DFSchema::new_with_metadata(fields, HashMap::new())
 }
-
-/// A relation a host knows by name.
-#[derive(Clone, Debug)]
-pub enum Relation {
-    /// A table, known by its schema.
-    Table(SchemaRef),
-    /// A view, known by the SQL query that defines it.
-    View(String),
-}
-
-/// The relations of a host, by the name a query gives them; `None` when
-/// there is no such relation.
-pub type Catalog<'a> = &'a dyn Fn(&TableReference) -> Result<Option<Relation>>;
 
 /// What the SQL planner may resolve: DataFusion's built-in functions and the
 /// markers, and the tables `tables` knows, if any.

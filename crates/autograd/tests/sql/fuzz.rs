@@ -527,7 +527,7 @@ async fn failures(ctx: &SessionContext, plain: &SessionContext, tree: &Tree, v: 
     out.extend(compare("planner", evaluate(ctx, &marker).await));
     let bridged = rewrite_sql(&marker, &|_| Ok(None), &Default::default()).map_err(|e| e.to_string());
     let bridged = match bridged {
-        Ok(rewritten) => evaluate(plain, &rewritten.sql).await,
+        Ok(rewritten) => evaluate(plain, &rewritten).await,
         Err(e) => Err(e),
     };
     out.extend(compare("bridge", bridged));

@@ -10,6 +10,7 @@ mod dialects;
 mod documentation;
 mod errors;
 mod plan_shapes;
+mod random_losses;
 mod random_trees;
 mod fuzz;
 mod relational;

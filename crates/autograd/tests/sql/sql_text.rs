@@ -111,9 +111,7 @@ async fn rewritten_sql_runs_on_a_context_without_the_markers() {
     let sql = "SELECT grad(CASE label WHEN 'a' THEN x * x ELSE i / 2 END, x) \
                       + grad(CASE WHEN label = 'a' THEN i / 2 END, i) AS d \
                FROM t ORDER BY id -- grad(y, y)";
-    let rewritten = rewrite_sql(sql, &|_| Ok(None), &Default::default())
-        .unwrap()
-        .sql;
+    let rewritten = rewrite_sql(sql, &|_| Ok(None), &Default::default()).unwrap();
     assert!(
         rewritten.ends_with(" AS d FROM t ORDER BY id -- grad(y, y)"),
         "{rewritten}"
@@ -155,9 +153,7 @@ async fn signs_and_non_finite_constants_read_back() {
         let marker = format!("SELECT grad({f}, {wrt}) FROM pts ORDER BY id");
         for sql in [
             format!("SELECT {derivative} FROM pts ORDER BY id"),
-            rewrite_sql(&marker, &|_| Ok(None), &Default::default())
-                .unwrap()
-                .sql,
+            rewrite_sql(&marker, &|_| Ok(None), &Default::default()).unwrap(),
         ] {
             let got = column(&ctx, &sql).await;
             for i in 0..xs.len() {

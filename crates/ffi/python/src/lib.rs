@@ -6,7 +6,8 @@
 //! crates; this module only converts.
 
 use datafusion_autograd::{
-    differentiate_sql, udf, AutogradOptions, ColumnTypes, Derivative, Dialect, Relation,
+    differentiate_sql, error_kind, udf, AutogradOptions, ColumnTypes, Derivative, Dialect,
+    ErrorKind, Relation,
 };
 use datafusion_autograd_ffi::codec::{expr_from_bytes, expr_to_bytes};
 use datafusion_autograd_ffi::nesting::nesting;
@@ -29,9 +30,41 @@ create_exception!(
     PyValueError,
     "A derivative could not be formed: unsupported function, bad argument or malformed input."
 );
+create_exception!(
+    _native,
+    UnsupportedOperation,
+    AutogradError,
+    "An operator or function with no derivative rule, named, with where it is."
+);
+create_exception!(
+    _native,
+    NotALoss,
+    AutogradError,
+    "The loss does not return one row with one numeric column, or is not deterministic."
+);
+create_exception!(
+    _native,
+    UnknownParameter,
+    AutogradError,
+    "No such table or column to differentiate by, or not numeric."
+);
+create_exception!(
+    _native,
+    LimitExceeded,
+    AutogradError,
+    "A size, depth or nesting limit was reached."
+);
 
+/// The Python exception for `e`: the class of its kind, if it has one.
 fn py_err(e: DataFusionError) -> PyErr {
-    AutogradError::new_err(e.to_string())
+    let message = e.to_string().replace("External error: ", "");
+    match error_kind(&e) {
+        Some(ErrorKind::UnsupportedOperation) => UnsupportedOperation::new_err(message),
+        Some(ErrorKind::NotALoss) => NotALoss::new_err(message),
+        Some(ErrorKind::UnknownParameter) => UnknownParameter::new_err(message),
+        Some(ErrorKind::LimitExceeded) => LimitExceeded::new_err(message),
+        None => AutogradError::new_err(message),
+    }
 }
 
 /// Runs the engine for the Python function `name`: its errors, and any panic
@@ -177,26 +210,6 @@ fn primitives() -> Vec<&'static str> {
     datafusion_autograd::primitives().collect()
 }
 
-/// A statement for a host that never calls `simplify`: run `stages` first,
-/// then `sql`, and deregister `tables` afterwards.
-#[pyclass(module = "datafusion_autograd._native", frozen, get_all)]
-struct Rewritten {
-    stages: Vec<String>,
-    sql: String,
-    tables: Vec<String>,
-}
-
-#[pymethods]
-impl Rewritten {
-    fn __repr__(&self) -> String {
-        format!(
-            "Rewritten(sql={:?}, {} stage(s))",
-            self.sql,
-            self.stages.len()
-        )
-    }
-}
-
 /// `sql` with every grad/jvp/vjp call replaced by its derivative, and every
 /// `gradient(...)` call by the query that computes it; `tables(name)` gives a
 /// table's pyarrow schema, a view's SQL, or None when there is no such table.
@@ -206,21 +219,17 @@ fn rewrite_sql(
     sql: &str,
     tables: Option<Bound<'_, PyAny>>,
     max_derivative_nodes: Option<usize>,
-) -> PyResult<Rewritten> {
+) -> PyResult<String> {
     let catalog = |table: &TableReference| relation(tables.as_ref(), table);
     let options = options(max_derivative_nodes);
-    let rewritten = engine("rewrite_sql", || {
+    engine("rewrite_sql", || {
         datafusion_autograd::rewrite_sql(sql, &catalog, &options)
-    })?;
-    Ok(Rewritten {
-        stages: rewritten.stages,
-        sql: rewritten.sql,
-        tables: rewritten.tables,
     })
 }
 
 /// The gradient of the loss query with respect to `wrt` ("table.column"), as
-/// SQL; `tables(name)` gives a table's pyarrow schema, a view's SQL, or None.
+/// one SQL query; `tables(name)` gives a table's pyarrow schema, a view's
+/// SQL, or None.
 #[pyfunction]
 #[pyo3(signature = (loss, wrt, tables, max_derivative_nodes=None))]
 fn gradient_sql(
@@ -228,16 +237,11 @@ fn gradient_sql(
     wrt: &str,
     tables: Bound<'_, PyAny>,
     max_derivative_nodes: Option<usize>,
-) -> PyResult<Rewritten> {
+) -> PyResult<String> {
     let catalog = |table: &TableReference| relation(Some(&tables), table);
     let options = options(max_derivative_nodes);
-    let staged = engine("gradient_sql", || {
-        datafusion_autograd::relational::gradient_sql(loss, wrt, &catalog, &options)
-    })?;
-    Ok(Rewritten {
-        stages: staged.stages,
-        sql: staged.query,
-        tables: staged.tables,
+    engine("gradient_sql", || {
+        datafusion_autograd::gradient_sql(loss, wrt, &catalog, &options)
     })
 }
 
@@ -313,7 +317,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<GradUDF>()?;
     m.add_class::<JvpUDF>()?;
     m.add_class::<VjpUDF>()?;
-    m.add_class::<Rewritten>()?;
     m.add_function(wrap_pyfunction!(differentiate, m)?)?;
     m.add_function(wrap_pyfunction!(check_grad_sql, m)?)?;
     m.add_function(wrap_pyfunction!(rewrite_sql, m)?)?;
@@ -327,5 +330,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("NOT_SIMPLIFIED", datafusion_autograd::NOT_SIMPLIFIED)?;
     m.add("HOST_NESTING", HOST_NESTING)?;
     m.add("AutogradError", m.py().get_type::<AutogradError>())?;
+    m.add("UnsupportedOperation", m.py().get_type::<UnsupportedOperation>())?;
+    m.add("NotALoss", m.py().get_type::<NotALoss>())?;
+    m.add("UnknownParameter", m.py().get_type::<UnknownParameter>())?;
+    m.add("LimitExceeded", m.py().get_type::<LimitExceeded>())?;
     Ok(())
 }

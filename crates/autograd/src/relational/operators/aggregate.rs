@@ -7,169 +7,160 @@
 use std::rc::Rc;
 
 use datafusion_common::{Column, Result};
-use datafusion_expr::expr::AggregateFunction;
 use datafusion_expr::logical_plan::Aggregate;
-use datafusion_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
+use datafusion_expr::{Expr, LogicalPlanBuilder};
 
-use crate::relational::activity::reads_active;
+use super::Op;
 use crate::relational::augment::{selected, Augmented, Bar, Layout};
 use crate::relational::backprop::Backprop;
-use crate::relational::reductions::{spread, Reduced, Reduction};
+use crate::relational::reductions::{spread, Reduced, Reduction, ReductionCall};
 use crate::relational::rule::{unsupported, Rule};
-use crate::relational::substitution::Substitution;
+use crate::relational::substitution::{reads_active, Substitution};
 
-pub(super) const RULE: Rule = Rule {
-    activity,
-    forward,
-    backward,
-};
-
-fn aggregate(node: &LogicalPlan) -> &Aggregate {
-    match node {
-        LogicalPlan::Aggregate(a) => a,
-        _ => unreachable!("the aggregate rule is only called on aggregates"),
-    }
-}
-
-/// The aggregate function call inside an output expression.
-fn call(expr: &Expr) -> Option<&AggregateFunction> {
+/// The aggregate function call an output expression makes.
+fn call(expr: &Expr) -> Option<ReductionCall<'_>> {
     match expr {
-        Expr::AggregateFunction(f) => Some(f),
+        Expr::AggregateFunction(f) => Some(ReductionCall {
+            expr,
+            name: f.func.name(),
+            args: &f.params.args,
+            filter: f.params.filter.as_deref(),
+            distinct: f.params.distinct,
+        }),
         Expr::Alias(a) => call(&a.expr),
         _ => None,
     }
 }
 
-fn activity(_: &dyn Backprop, node: &LogicalPlan, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
-    let agg = aggregate(node);
-    let schema = agg.input.schema();
-    let active = &inputs[0];
-    let mut out = vec![];
-    for g in &agg.group_expr {
-        let reads = reads_active(g, schema, active);
-        if reads && matches!(g, Expr::GroupingSet(_)) {
-            return unsupported(node, "grouping sets are not differentiated");
-        }
-        out.push(reads);
-    }
-    for e in &agg.aggr_expr {
-        if !reads_active(e, schema, active) {
-            out.push(false);
-            continue;
-        }
-        let reduction = reduction_of(node, e)?;
-        out.push(reduction.is_differentiable());
-    }
-    Ok(out)
-}
-
-/// The reduction `expr` performs, if the reverse pass knows it.
-fn reduction_of(node: &LogicalPlan, expr: &Expr) -> Result<Reduction> {
-    let Some(f) = call(expr) else {
-        return unsupported(node, format!("`{expr}` is not an aggregate function call"));
-    };
-    let name = f.func.name();
-    let Some(reduction) = Reduction::of(name) else {
-        return unsupported(
-            node,
-            format!("the aggregate function `{name}` has no reverse rule"),
-        );
-    };
-    if f.params.distinct && reduction.is_differentiable() {
-        return unsupported(node, format!("`{expr}` reduces DISTINCT values"));
-    }
-    if f.params.args.len() != 1 && reduction.is_differentiable() {
-        return unsupported(
-            node,
-            format!("`{expr}` takes {} arguments", f.params.args.len()),
-        );
-    }
-    Ok(reduction)
-}
-
-/// The aggregate over its input's augmented plan, which is kept: the reverse
-/// rule reads it again.
-fn forward(bp: &dyn Backprop, node: &LogicalPlan) -> Result<Augmented> {
-    let agg = aggregate(node);
-    let input = bp.reduced_input(&agg.input)?;
-    let substitution = Substitution::new(agg.input.schema(), &input.out);
-    let out: Vec<_> = (0..node.schema().fields().len())
-        .map(|j| bp.out_name(node, j))
-        .collect();
-    let (group_names, aggr_names) = out.split_at(agg.group_expr.len());
-    let named = |exprs: &[Expr], names: &[Column]| {
-        exprs
-            .iter()
-            .zip(names)
-            .map(|(e, n)| {
-                Ok(substitution
-                    .apply(&e.clone().unalias())?
-                    .alias(n.name.clone()))
-            })
-            .collect::<Result<Vec<_>>>()
-    };
-    let plan = LogicalPlanBuilder::from(input.plan.clone())
-        .aggregate(
-            named(&agg.group_expr, group_names)?,
-            named(&agg.aggr_expr, aggr_names)?,
-        )?
-        .build()?;
-    Ok(Augmented {
-        plan: selected(plan)?,
-        out,
-        layout: Layout::Groups,
-    })
-}
-
-fn backward(bp: &dyn Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
-    let agg = aggregate(node);
-    let input = bp.reduced_input(&agg.input)?;
-    let substitution = Substitution::new(agg.input.schema(), &input.out);
-    let groups = agg.group_expr.len();
-    let mut reduced = vec![];
-    for (g, key) in agg.group_expr.iter().enumerate() {
-        if let Some(cot) = bar.cot[g].clone() {
-            reduced.push(Reduced {
-                reduction: Reduction::Key,
-                arg: substitution.apply(&key.clone().unalias())?,
-                filter: None,
-                cot,
-                value: bar.aug.out[g].clone(),
-            });
+impl Op<'_, Aggregate> {
+    fn call<'e>(&self, expr: &'e Expr) -> Result<ReductionCall<'e>> {
+        match call(expr) {
+            Some(c) => Ok(c),
+            None => unsupported(self.node, format!("`{expr}` is not an aggregate function call")),
         }
     }
-    for (i, e) in agg.aggr_expr.iter().enumerate() {
-        let Some(cot) = bar.cot[groups + i].clone() else {
-            continue;
+}
+
+impl Rule for Op<'_, Aggregate> {
+    fn activity(&self, _: &dyn Backprop, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
+        let agg = self.op;
+        let schema = agg.input.schema();
+        let reads = |e: &Expr| reads_active(e, schema, &inputs[0]);
+        let mut out = vec![];
+        for g in &agg.group_expr {
+            if matches!(g, Expr::GroupingSet(_)) && reads(g) {
+                return unsupported(self.node, "grouping sets are not differentiated");
+            }
+            out.push(reads(g));
+        }
+        for e in &agg.aggr_expr {
+            out.push(reads(e) && self.call(e)?.reduction(self.node)?.is_differentiable());
+        }
+        if out.iter().any(|a| *a) && agg.group_expr.iter().any(|g| matches!(g, Expr::GroupingSet(_)))
+        {
+            return unsupported(self.node, "grouping sets are not differentiated");
+        }
+        Ok(out)
+    }
+
+    /// The aggregate over its input's augmented plan, which is kept: the
+    /// reverse rule reads it again.
+    fn forward(&self, bp: &dyn Backprop) -> Result<Augmented> {
+        let agg = self.op;
+        let input = bp.reduced_input(&agg.input)?;
+        let substitution = Substitution::new(agg.input.schema(), &input.out);
+        let out = bp.out_names(self.node);
+        let (group_names, aggr_names) = out.split_at(agg.group_expr.len());
+        let named = |exprs: &[Expr], names: &[Column]| {
+            exprs
+                .iter()
+                .zip(names)
+                .map(|(e, n)| Ok(substitution.apply(&e.clone().unalias())?.alias(n.name.clone())))
+                .collect::<Result<Vec<_>>>()
         };
-        let f = call(e).expect("active aggregates are function calls");
-        reduced.push(Reduced {
-            reduction: reduction_of(node, e)?,
-            arg: substitution.apply(&f.params.args[0])?,
-            filter: f
-                .params
-                .filter
-                .as_deref()
-                .map(|filter| substitution.apply(filter))
-                .transpose()?,
-            cot,
-            value: bar.aug.out[groups + i].clone(),
-        });
+        let plan = LogicalPlanBuilder::from(input.plan.clone())
+            .aggregate(
+                named(&agg.group_expr, group_names)?,
+                named(&agg.aggr_expr, aggr_names)?,
+            )?
+            .build()?;
+        Ok(Augmented {
+            plan: selected(plan)?,
+            out,
+            layout: Layout::Groups {
+                input: Box::new(input),
+            },
+        })
     }
-    let input_keys = agg
+
+    fn backward(&self, bp: &dyn Backprop, bar: Bar) -> Result<Vec<(usize, Bar)>> {
+        let agg = self.op;
+        let Layout::Groups { input } = &bar.aug.layout else {
+            return datafusion_common::internal_err!("an aggregate's rows are groups");
+        };
+        let input = input.as_ref().clone();
+        let substitution = Substitution::new(agg.input.schema(), &input.out);
+        let groups = agg.group_expr.len();
+        let mut reduced = vec![];
+        for (g, key) in agg.group_expr.iter().enumerate() {
+            if let Some(cot) = bar.cot[g].clone() {
+                reduced.push(Reduced {
+                    reduction: Reduction::Key,
+                    arg: substitution.apply(&key.clone().unalias())?,
+                    filter: None,
+                    cot,
+                });
+            }
+        }
+        for (i, e) in agg.aggr_expr.iter().enumerate() {
+            if let Some(cot) = bar.cot[groups + i].clone() {
+                reduced.push(self.call(e)?.reduced(self.node, &substitution, cot)?);
+            }
+        }
+        let determining = determining_keys(agg);
+        let input_keys = determining
+            .iter()
+            .map(|&g| substitution.apply(&agg.group_expr[g].clone().unalias()))
+            .collect::<Result<Vec<_>>>()?;
+        let bar_keys = determining
+            .iter()
+            .map(|&g| Expr::Column(bar.aug.out[g].clone()))
+            .collect();
+        let active = bp.active(&agg.input)?;
+        let spread = spread(bp, input, &active, input_keys, &bar, bar_keys, reduced)?;
+        Ok(spread.map(|b| vec![(0, b)]).unwrap_or_default())
+    }
+}
+
+/// The positions of the group keys that determine a group: those the input's
+/// functional dependencies do not derive from the others. DataFusion groups
+/// by every column a key determines (`GROUP BY k` over rows unique in `k`
+/// also groups by their other columns); joining contributions back on those
+/// too would compare values a host may compute again, in another order, for
+/// each reading.
+fn determining_keys(agg: &Aggregate) -> Vec<usize> {
+    let schema = agg.input.schema();
+    let columns: Vec<Option<usize>> = agg
         .group_expr
         .iter()
-        .map(|g| substitution.apply(&g.clone().unalias()))
-        .collect::<Result<Vec<_>>>()?;
-    let bar_keys = bar.aug.out[..groups]
-        .iter()
-        .cloned()
-        .map(Expr::Column)
+        .map(|g| match g {
+            Expr::Column(c) => schema.index_of_column(c).ok(),
+            _ => None,
+        })
         .collect();
-    let active = bp.active(&agg.input)?;
-    Ok(
-        spread(bp, input, &active, input_keys, &bar, bar_keys, reduced)?
-            .map(|input_bar| vec![(0, input_bar)])
-            .unwrap_or_default(),
-    )
+    let mut kept = vec![true; columns.len()];
+    for j in 0..columns.len() {
+        let Some(column) = columns[j] else { continue };
+        let others: Vec<usize> = (0..columns.len())
+            .filter(|&k| k != j && kept[k])
+            .filter_map(|k| columns[k])
+            .collect();
+        let determined = schema.functional_dependencies().iter().any(|d| {
+            !d.source_indices.is_empty()
+                && d.source_indices.iter().all(|s| others.contains(s))
+                && d.target_indices.contains(&column)
+        });
+        kept[j] = !determined;
+    }
+    (0..columns.len()).filter(|&j| kept[j]).collect()
 }

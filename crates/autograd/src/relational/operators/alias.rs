@@ -5,42 +5,23 @@
 use std::rc::Rc;
 
 use datafusion_common::Result;
-use datafusion_expr::LogicalPlan;
+use datafusion_expr::logical_plan::SubqueryAlias;
 
-use crate::relational::augment::{Augmented, Bar, Layout};
+use super::{pass_down, Op};
+use crate::relational::augment::{Augmented, Bar};
 use crate::relational::backprop::Backprop;
 use crate::relational::rule::Rule;
 
-pub(super) const RULE: Rule = Rule {
-    activity,
-    forward,
-    backward,
-};
+impl Rule for Op<'_, SubqueryAlias> {
+    fn activity(&self, _: &dyn Backprop, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
+        Ok(inputs[0].to_vec())
+    }
 
-fn activity(_: &dyn Backprop, _: &LogicalPlan, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
-    Ok(inputs[0].to_vec())
-}
+    fn forward(&self, bp: &dyn Backprop) -> Result<Augmented> {
+        Ok(Augmented::same_rows_as(bp.forward(&self.op.input)?))
+    }
 
-fn forward(bp: &dyn Backprop, node: &LogicalPlan) -> Result<Augmented> {
-    let input = bp.forward(node.inputs()[0])?;
-    Ok(Augmented {
-        plan: input.plan.clone(),
-        out: input.out.clone(),
-        layout: Layout::Rows(vec![input]),
-    })
-}
-
-pub(super) fn backward(_: &dyn Backprop, _: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
-    let Layout::Rows(inputs) = &bar.aug.layout else {
-        unreachable!("an alias's rows are its input's")
-    };
-    let input = inputs[0].clone();
-    Ok(vec![(
-        0,
-        Bar {
-            plan: bar.plan,
-            aug: input,
-            cot: bar.cot,
-        },
-    )])
+    fn backward(&self, _: &dyn Backprop, bar: Bar) -> Result<Vec<(usize, Bar)>> {
+        pass_down(bar)
+    }
 }

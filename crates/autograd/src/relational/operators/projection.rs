@@ -6,108 +6,78 @@
 use std::rc::Rc;
 
 use datafusion_common::Result;
-use datafusion_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
+use datafusion_expr::logical_plan::Projection;
+use datafusion_expr::Expr;
 
-use crate::marker::pullback;
-use crate::relational::activity::reads_active;
-use crate::relational::augment::{with_columns, Augmented, Bar, Layout};
+use super::Op;
+use crate::relational::augment::{extend, Augmented, Bar, Layout};
 use crate::relational::backprop::Backprop;
+use crate::relational::pullback::pull_back;
 use crate::relational::rule::Rule;
-use crate::relational::substitution::Substitution;
+use crate::relational::substitution::{reads_active, Substitution};
 
-pub(super) const RULE: Rule = Rule {
-    activity,
-    forward,
-    backward,
-};
-
-fn parts(node: &LogicalPlan) -> (&[Expr], &LogicalPlan) {
-    match node {
-        LogicalPlan::Projection(p) => (&p.expr, &p.input),
-        _ => unreachable!("the projection rule is only called on projections"),
+impl Op<'_, Projection> {
+    /// The projected expressions over the input's augmented plan.
+    fn projected(&self, input: &Augmented) -> Result<Vec<Expr>> {
+        let substitution = Substitution::new(self.op.input.schema(), &input.out);
+        self.op
+            .expr
+            .iter()
+            .map(|e| substitution.apply(&e.clone().unalias()))
+            .collect()
     }
 }
 
-fn activity(_: &dyn Backprop, node: &LogicalPlan, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
-    let (exprs, input) = parts(node);
-    Ok(exprs
-        .iter()
-        .map(|e| reads_active(e, input.schema(), &inputs[0]))
-        .collect())
-}
+impl Rule for Op<'_, Projection> {
+    fn activity(&self, _: &dyn Backprop, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
+        let schema = self.op.input.schema();
+        Ok(self
+            .op
+            .expr
+            .iter()
+            .map(|e| reads_active(e, schema, &inputs[0]))
+            .collect())
+    }
 
-/// The projected expressions over the input's augmented plan.
-fn projected(node: &LogicalPlan, input: &Augmented) -> Result<Vec<Expr>> {
-    let (exprs, input_node) = parts(node);
-    let substitution = Substitution::new(input_node.schema(), &input.out);
-    exprs
-        .iter()
-        .map(|e| substitution.apply(&e.clone().unalias()))
-        .collect()
-}
+    fn forward(&self, bp: &dyn Backprop) -> Result<Augmented> {
+        let input = bp.forward(&self.op.input)?;
+        let out = bp.out_names(self.node);
+        let exprs = self
+            .projected(&input)?
+            .into_iter()
+            .zip(&out)
+            .map(|(e, name)| e.alias(name.name.clone()))
+            .collect();
+        Ok(Augmented {
+            plan: extend(input.plan.clone(), exprs)?,
+            out,
+            layout: Layout::same_rows(input),
+        })
+    }
 
-fn forward(bp: &dyn Backprop, node: &LogicalPlan) -> Result<Augmented> {
-    let (_, input_node) = parts(node);
-    let input = bp.forward(input_node)?;
-    let out: Vec<_> = (0..node.schema().fields().len())
-        .map(|j| bp.out_name(node, j))
-        .collect();
-    let exprs = projected(node, &input)?
-        .into_iter()
-        .zip(&out)
-        .map(|(e, name)| e.alias(name.name.clone()));
-    let plan = LogicalPlanBuilder::from(input.plan.clone())
-        .project(with_columns(&input.plan, exprs))?
-        .build()?;
-    Ok(Augmented {
-        plan,
-        out,
-        layout: Layout::Rows(vec![input]),
-    })
-}
-
-fn backward(bp: &dyn Backprop, node: &LogicalPlan, bar: Bar) -> Result<Vec<(usize, Bar)>> {
-    let (_, input_node) = parts(node);
-    let Layout::Rows(inputs) = &bar.aug.layout else {
-        unreachable!("a projection's rows are its input's")
-    };
-    let input = inputs[0].clone();
-    let active = bp.active(input_node)?;
-    let exprs = projected(node, &input)?;
-    let mut cot = vec![None; input.out.len()];
-    let mut added = vec![];
-    for (j, column) in input.out.iter().enumerate().filter(|(j, _)| active[*j]) {
-        let mut terms = vec![];
-        for (e, c) in exprs.iter().zip(&bar.cot) {
-            let Some(c) = c else { continue };
-            if let Some(term) = pullback(
-                e,
-                column,
-                Expr::Column(c.clone()),
-                bar.plan.schema(),
-                bp.options(),
-            )? {
-                terms.push(term);
-            }
+    fn backward(&self, bp: &dyn Backprop, bar: Bar) -> Result<Vec<(usize, Bar)>> {
+        let Layout::Rows { inputs, .. } = &bar.aug.layout else {
+            return datafusion_common::internal_err!("a projection's rows are its input's");
+        };
+        let input = inputs[0].1.clone();
+        let active = bp.active(&self.op.input)?;
+        let pairs: Vec<(Expr, Expr)> = self
+            .projected(&input)?
+            .into_iter()
+            .zip(&bar.cot)
+            .filter_map(|(e, c)| Some((e, Expr::Column(c.clone()?))))
+            .collect();
+        let (cot, added) = pull_back(bp, &input, &active, &pairs, bar.plan.schema())?;
+        if added.is_empty() {
+            return Ok(vec![]);
         }
-        if let Some(sum) = terms.into_iter().reduce(|a, b| a + b) {
-            let name = bp.fresh("d");
-            added.push(sum.alias(name.name.clone()));
-            cot[j] = Some(name);
-        }
+        Ok(vec![(
+            0,
+            Bar {
+                plan: extend(bar.plan, added)?,
+                aug: input,
+                cot,
+            },
+        )])
     }
-    if added.is_empty() {
-        return Ok(vec![]);
-    }
-    let plan = LogicalPlanBuilder::from(bar.plan.clone())
-        .project(with_columns(&bar.plan, added))?
-        .build()?;
-    Ok(vec![(
-        0,
-        Bar {
-            plan,
-            aug: input,
-            cot,
-        },
-    )])
 }

@@ -5,33 +5,26 @@
 use std::rc::Rc;
 
 use datafusion_common::Result;
-use datafusion_expr::LogicalPlan;
+use datafusion_expr::logical_plan::Sort;
 
-use super::alias;
-use crate::relational::augment::{Augmented, Layout};
+use super::{pass_down, Op};
+use crate::relational::augment::{Augmented, Bar};
 use crate::relational::backprop::Backprop;
 use crate::relational::rule::{unsupported, Rule};
 
-pub(super) const RULE: Rule = Rule {
-    activity,
-    forward,
-    backward: alias::backward,
-};
-
-fn activity(_: &dyn Backprop, node: &LogicalPlan, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
-    if let LogicalPlan::Sort(sort) = node {
-        if sort.fetch.is_some() {
-            return unsupported(node, "a LIMIT keeps rows by the values it sorts");
+impl Rule for Op<'_, Sort> {
+    fn activity(&self, _: &dyn Backprop, inputs: &[Rc<[bool]>]) -> Result<Vec<bool>> {
+        if self.op.fetch.is_some() {
+            return unsupported(self.node, "a LIMIT keeps rows by the values it sorts");
         }
+        Ok(inputs[0].to_vec())
     }
-    Ok(inputs[0].to_vec())
-}
 
-fn forward(bp: &dyn Backprop, node: &LogicalPlan) -> Result<Augmented> {
-    let input = bp.forward(node.inputs()[0])?;
-    Ok(Augmented {
-        plan: input.plan.clone(),
-        out: input.out.clone(),
-        layout: Layout::Rows(vec![input]),
-    })
+    fn forward(&self, bp: &dyn Backprop) -> Result<Augmented> {
+        Ok(Augmented::same_rows_as(bp.forward(&self.op.input)?))
+    }
+
+    fn backward(&self, _: &dyn Backprop, bar: Bar) -> Result<Vec<(usize, Bar)>> {
+        pass_down(bar)
+    }
 }

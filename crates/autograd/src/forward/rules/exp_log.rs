@@ -9,7 +9,7 @@ use datafusion_expr::{lit, BinaryExpr, Expr, Operator};
 use datafusion_functions::math::expr_fn::ln as ln_fn;
 
 use super::Call;
-use crate::tangent::{as_number, negate, Tangent};
+use crate::forward::tangent::{as_number, negate, Tangent};
 
 /// d eᵘ = eᵘ · du
 pub fn exp(c: &Call) -> Result<Tangent> {

@@ -1,7 +1,7 @@
 //! `grad`, `jvp` and `vjp` as scalar UDFs that DataFusion's planner differentiates.
 //!
 //! A marker never computes anything. Its [`ScalarUDFImpl::simplify`] returns
-//! the derivative (see [`crate::marker`]) as ordinary built-in expressions, so
+//! the derivative (see [`crate::forward::marker`]) as ordinary built-in expressions, so
 //! the optimizer's SimplifyExpressions pass replaces every marker, wherever
 //! the plan holds it: projections, aggregates, recursive CTEs, DML,
 //! subqueries and views.
@@ -16,9 +16,9 @@ use datafusion_expr::{
     Signature, TypeSignature, Volatility,
 };
 
-use crate::marker::Derivative;
+use crate::forward::marker::Derivative;
 use crate::options::AutogradOptions;
-use crate::reals::ColumnTypes;
+use crate::forward::reals::ColumnTypes;
 
 /// The words every marker's error contains when it reaches execution, because
 /// its host never called `simplify`. Hosts test for them to tell that case

@@ -5,7 +5,7 @@ use datafusion_expr::lit;
 use datafusion_functions::math::expr_fn as f;
 
 use super::{square, Call};
-use crate::tangent::Tangent;
+use crate::forward::tangent::Tangent;
 
 /// d sinh u = cosh u · du
 pub fn sinh(c: &Call) -> Result<Tangent> {

@@ -14,8 +14,8 @@ use datafusion_common::{DFSchema, Result};
 use datafusion_expr::expr::{Cast, TryCast};
 use datafusion_expr::{cast, Expr, ExprSchemable};
 
-use crate::condition::is_condition;
-use crate::rules;
+use crate::forward::condition::is_condition;
+use crate::forward::rules;
 
 /// What is known about the types of the columns an expression reads.
 #[derive(Clone, Copy, Debug)]

@@ -4,7 +4,7 @@ use datafusion_common::Result;
 use datafusion_functions::math::expr_fn::trunc;
 
 use super::Call;
-use crate::tangent::Tangent;
+use crate::forward::tangent::Tangent;
 
 /// d(u + v) = du + dv
 pub fn add(c: &Call) -> Result<Tangent> {

@@ -3,23 +3,24 @@
 //! [`linearize`] walks an [`Expr`] once, bottom-up, and pairs every node with
 //! its [`Tangent`]: columns take their seed, everything that does not depend
 //! on a seed is symbolically zero, and each primitive's tangent comes from its
-//! rule in [`crate::rules`]. Rules reuse the primal subexpressions they were
+//! rule in [`crate::forward::rules`]. Rules reuse the primal subexpressions they were
 //! given, so the output is a tree whose repeated parts are *identical*
 //! subexpressions, which DataFusion's common-subexpression elimination
 //! evaluates once per row.
 
 use datafusion_common::arrow::datatypes::DataType;
 use datafusion_common::tree_node::{TreeNode, TreeNodeRecursion};
-use datafusion_common::{not_impl_err, plan_err, Column, Result, TableReference};
+use datafusion_common::{Column, Result, TableReference};
 use datafusion_expr::expr::{Case, Cast, TryCast};
 use datafusion_expr::Expr;
 
-use crate::condition::{is_condition, is_truth_valued};
-use crate::rules::{self, Call};
-use crate::tangent::{choice, Tangent};
+use crate::error::fail;
+use crate::forward::condition::{is_condition, is_truth_valued};
+use crate::forward::rules::{self, Call};
+use crate::forward::tangent::{choice, Tangent};
 
 /// Forward-mode differentiation along fixed seeds. Markers must have been
-/// expanded and columns read as real numbers (see [`crate::marker`]).
+/// expanded and columns read as real numbers (see [`crate::forward::marker`]).
 pub(crate) struct Linearizer<'a> {
     seeds: &'a [(Column, Expr)],
     max_nodes: usize,
@@ -37,7 +38,8 @@ impl<'a> Linearizer<'a> {
     pub(crate) fn tangent(&self, expr: &Expr) -> Result<Tangent> {
         let tangent = self.tangent_unchecked(expr)?;
         if tangent.nodes() > self.max_nodes {
-            return plan_err!(
+            return fail!(
+                LimitExceeded,
                 "the derivative grows to {} expression nodes, past the limit of {} \
                  (autograd.max_derivative_nodes), at `{}`",
                 tangent.nodes(),
@@ -73,14 +75,16 @@ impl<'a> Linearizer<'a> {
                     .iter()
                     .any(|e| self.mentions_seed(e));
                 if correlated {
-                    return not_impl_err!(
+                    return fail!(
+                        UnsupportedOperation,
                         "cannot differentiate through a scalar subquery that refers to the \
                          column being differentiated; move the derivative inside the subquery"
                     );
                 }
                 Ok(Tangent::Zero)
             }
-            other if self.mentions_seed(other) => not_impl_err!(
+            other if self.mentions_seed(other) => fail!(
+                UnsupportedOperation,
                 "cannot differentiate through {} `{other}`; differentiate its argument \
                  instead (for example SUM(grad(f, x)) rather than grad(SUM(f), x))",
                 other.variant_name()
@@ -100,7 +104,7 @@ impl<'a> Linearizer<'a> {
             return Ok(Tangent::Zero);
         }
         let Some(rule) = rules::rule(name) else {
-            return not_impl_err!("no derivative rule for '{name}' (in `{out}`)");
+            return fail!(UnsupportedOperation, "no derivative rule for '{name}' (in `{out}`)");
         };
         rule(&Call::new(name, args, &tangents, out))
     }
@@ -138,7 +142,7 @@ impl<'a> Linearizer<'a> {
         if to.is_numeric() {
             return Ok(du);
         }
-        not_impl_err!("cannot differentiate through a cast to {to} (in `{u}`)")
+        fail!(UnsupportedOperation, "cannot differentiate through a cast to {to} (in `{u}`)")
     }
 
     /// `CASE` keeps its conditions and differentiates every result branch.

@@ -8,12 +8,13 @@ use datafusion_common::{plan_err, Column, DFSchema, Result};
 use datafusion_expr::{cast, lit, Expr, ExprSchemable};
 use datafusion_optimizer::analyzer::type_coercion::TypeCoercionRewriter;
 
-use crate::condition::is_condition;
-use crate::linearize::Linearizer;
+use crate::error::fail;
+use crate::forward::condition::is_condition;
+use crate::forward::linearize::Linearizer;
 use crate::options::AutogradOptions;
-use crate::reals::{as_real, ColumnTypes};
+use crate::forward::reals::{as_real, ColumnTypes};
 use crate::stack::with_room_for;
-use crate::tangent::Tangent;
+use crate::forward::tangent::Tangent;
 
 /// One line per marker, the single source of the Rust docs, the Python
 /// docstrings and the markers' `documentation()`.
@@ -147,7 +148,8 @@ impl Derivative {
     ) -> Result<Expr> {
         self.check_arity(args.len())?;
         let Some(wrt) = column_of(&args[1]) else {
-            return plan_err!(
+            return fail!(
+                UnknownParameter,
                 "the second argument of {} must be a column reference, found `{}`",
                 self.usage(),
                 args[1]

@@ -3,7 +3,7 @@
 use datafusion_common::Result;
 
 use super::Call;
-use crate::tangent::{choice, Tangent};
+use crate::forward::tangent::{choice, Tangent};
 
 /// d coalesce(u₁, …, uₙ) = duᵢ for the first non-NULL uᵢ (also `nvl`).
 pub fn coalesce(c: &Call) -> Result<Tangent> {

@@ -5,7 +5,7 @@ use datafusion_expr::{lit, Expr};
 use datafusion_functions::math::expr_fn::ln;
 
 use super::Call;
-use crate::tangent::{as_number, Tangent};
+use crate::forward::tangent::{as_number, Tangent};
 
 /// d(u^v) = v · u^(v−1) · du + u^v · ln(u) · dv
 ///

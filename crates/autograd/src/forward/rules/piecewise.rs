@@ -5,7 +5,7 @@ use datafusion_expr::Expr;
 use datafusion_functions::math::expr_fn::signum;
 
 use super::Call;
-use crate::tangent::{choice, Tangent};
+use crate::forward::tangent::{choice, Tangent};
 
 /// d|u| = signum(u) · du
 pub fn abs(c: &Call) -> Result<Tangent> {

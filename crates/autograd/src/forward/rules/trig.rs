@@ -7,7 +7,7 @@ use datafusion_expr::lit;
 use datafusion_functions::math::expr_fn as f;
 
 use super::{square, Call};
-use crate::tangent::Tangent;
+use crate::forward::tangent::Tangent;
 
 /// d sin u = cos u · du
 pub fn sin(c: &Call) -> Result<Tangent> {

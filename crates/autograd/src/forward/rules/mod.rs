@@ -23,7 +23,7 @@ use std::sync::LazyLock;
 use datafusion_common::{plan_err, Result};
 use datafusion_expr::Expr;
 
-use crate::tangent::Tangent;
+use crate::forward::tangent::Tangent;
 
 /// A forward-mode rule: the tangent of a call's output from the call site.
 pub type JvpRule = fn(&Call) -> Result<Tangent>;
