@@ -205,7 +205,7 @@ def planning_bridge(repeats: int) -> dict[str, Timing]:
     markers = "SELECT " + ", ".join(f"grad({f}, x)" for f in functions) + " FROM t"
     primal = "SELECT " + ", ".join(functions) + " FROM t"
     relations = catalog(plain)
-    rewritten = rewrite_sql(markers, relations).sql
+    rewritten = rewrite_sql(markers, relations)
     return interleaved(
         {
             "baseline": lambda: plain.sql(primal).optimized_logical_plan(),

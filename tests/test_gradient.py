@@ -237,3 +237,130 @@ def test_xarray_parameters_get_their_gradient_as_a_dataset():
     residual = weights.w * observed.x - observed.y
     expected = (2 * residual * observed.x).mean("time") / (4 * 5)
     xr.testing.assert_allclose(grad, expected.transpose("lat", "lon").rename("grad"))
+
+
+def null_context(partitions: int = 4) -> SessionContext:
+    """``w(i, w) = (0, 0.5), (1, -0.3)`` and ``x(i, v) = (0, 0.4), (1, NULL), (1, 0.2)``."""
+    ctx = context(partitions)
+    table(ctx, "w", {"i": np.array([0, 1]), "w": np.array([0.5, -0.3])})
+    ctx.register_record_batches("x", [[pa.RecordBatch.from_pydict({"i": [0, 1, 1], "v": [0.4, None, 0.2]})]])
+    return ctx
+
+
+def differences(loss: str, w: np.ndarray, make) -> np.ndarray:
+    """Central differences of ``loss``, re-run in a plain context with each w moved in turn."""
+    h, out = 1e-6, []
+    for k in range(len(w)):
+        values = []
+        for step in (h, -h):
+            moved = w.copy()
+            moved[k] += step
+            plain = SessionContext()
+            make(plain, moved)
+            values.append(next(iter(plain.sql(loss).to_pydict().values()))[0])
+        out.append((values[0] - values[1]) / (2 * h))
+    return np.array(out)
+
+
+NULL_CASES = [
+    ("SELECT SUM(q.z) FROM (SELECT x.v * w.w AS z FROM x JOIN w ON x.i = w.i) q", [0.4, 0.2]),
+    ("SELECT SUM(q.z) FROM (SELECT x.v * w.w AS z FROM x CROSS JOIN w) q", [0.6, 0.6]),
+    (
+        "SELECT SUM(q.z) FROM (SELECT x.v * w.w AS z FROM x JOIN w ON x.i = w.i WHERE x.v IS NULL OR x.v > 0) q",
+        [0.4, 0.2],
+    ),
+    (
+        "SELECT SUM(q.z) FROM (SELECT w.w AS z FROM w UNION ALL SELECT q2.z FROM "
+        "(SELECT w.w - AVG(w.w) OVER () AS z FROM w) q2 WHERE q2.z > 5) q",
+        [1.0, 1.0],
+    ),
+    (
+        "SELECT SUM(q.z) FROM (SELECT x.v * w.w - AVG(x.v * w.w) OVER (PARTITION BY x.i) AS z "
+        "FROM x JOIN w ON x.i = w.i) q",
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize("loss, expected", NULL_CASES)
+def test_rows_that_reach_nothing_get_zero_not_null(loss, expected):
+    """A row a reduction does not count (a NULL argument), or a window filtered away
+    further up, passes nothing: its gradient is a number, as differences say."""
+    w = np.array([0.5, -0.3])
+
+    def make(ctx, weights):
+        table(ctx, "w", {"i": np.array([0, 1]), "w": weights})
+        ctx.register_record_batches("x", [[pa.RecordBatch.from_pydict({"i": [0, 1, 1], "v": [0.4, None, 0.2]})]])
+
+    reference = differences(loss, w, make)
+    for partitions in (1, 8):
+        got = gradient_of(null_context(partitions), loss, "w.w", "i")["grad"]
+        assert None not in list(got), got
+        np.testing.assert_allclose(got.astype(float), reference, rtol=1e-6, atol=1e-8)
+        if expected is not None:
+            np.testing.assert_allclose(got.astype(float), expected, rtol=1e-12)
+
+
+def test_a_null_loss_has_a_null_gradient():
+    ctx = null_context()
+    loss = "SELECT SUM(w.w) * MAX(x.v) FROM w CROSS JOIN x WHERE x.v IS NULL"
+    assert ctx.sql(loss).to_pydict() != {} and next(iter(ctx.sql(loss).to_pydict().values())) == [None]
+    assert list(gradient_of(ctx, loss, "w.w", "i")["grad"]) == [None, None]
+
+
+VALUES_AND_SELECTIONS = [
+    "SELECT SUM(w.w * t.c) FROM w JOIN (VALUES (0, 1.5), (1, -0.5)) AS t(i, c) ON w.i = t.i",
+    "SELECT SUM(w * w) * (SELECT COUNT(*) FROM (VALUES (1), (2)) AS v(k)) FROM w",
+    "SELECT (SELECT SUM(w * w) FROM w) * 2.0",
+    "SELECT SUM(w * w) FROM w WHERE w.i IN (SELECT i FROM x WHERE v > 0)",
+    "SELECT SUM(w * w) FROM w WHERE w.i NOT IN (SELECT i FROM x WHERE i > 2 AND v > 0)",
+    "SELECT SUM(w * r) FROM (SELECT w, ROW_NUMBER() OVER (ORDER BY i) AS r FROM w) t",
+    "SELECT SUM(w * r) FROM (SELECT w, RANK() OVER (ORDER BY w) AS r FROM w) t",
+    "SELECT SUM(coalesce(w.w, 1.0) * x.v) FROM x LEFT JOIN w ON x.i = w.i AND w.i < 2",
+]
+
+
+@pytest.mark.parametrize("loss", VALUES_AND_SELECTIONS)
+def test_values_selections_and_losses_without_from(regression, loss):
+    """``VALUES`` anywhere, a loss without ``FROM``, ``IN``/``NOT IN`` subqueries, ranks and
+    outer joins, through the bridge and ``ag.gradient``, against differences."""
+    ctx = regression_context(regression)
+    w = regression["w"]
+
+    def make(plain, weights):
+        table(plain, "w", {"i": np.arange(FEATURES), "w": weights})
+        table(plain, "x", long_form(regression["x"], "s", "i", "v"))
+
+    reference = differences(loss, w, make)
+    np.testing.assert_allclose(gradient_of(ctx, loss, "w.w", "i")["grad"], reference, rtol=1e-5, atol=1e-6)
+    frame = ag.gradient(ctx, loss, "w.w").sort(col("i")).to_pydict()["grad"]
+    np.testing.assert_allclose(frame, reference, rtol=1e-5, atol=1e-6)
+
+
+def test_planning_and_explain_compute_nothing():
+    """``ctx.sql``, ``df.schema()``, ``df.logical_plan()``, ``EXPLAIN`` and ``ag.gradient``
+    compute nothing: on a loss that takes a while, each is a small fraction of running it."""
+    import time
+
+    ctx = context(2)
+    n = 1500
+    table(ctx, "x", {"i": np.arange(n) % 16, "v": np.sin(np.arange(n) * 0.37)})
+    table(ctx, "w", {"i": np.arange(16), "w": np.arange(16) / 16.0})
+    loss = "SELECT SUM(a.v * b.v * w.w * w.w) FROM x a CROSS JOIN x b JOIN w ON a.i = w.i"
+    query = f"SELECT i, grad FROM gradient('{loss}', 'w.w')"
+
+    def seconds(action) -> float:
+        start = time.perf_counter()
+        action()
+        return time.perf_counter() - start
+
+    def plan() -> None:
+        df = ctx.sql(query)
+        df.schema()
+        df.logical_plan()
+
+    planned = seconds(plan)
+    explained = seconds(lambda: ctx.sql(f"EXPLAIN {query}").collect())
+    built = seconds(lambda: ag.gradient(ctx, loss, "w.w").schema())
+    ran = seconds(lambda: ctx.sql(query).collect())
+    assert max(planned, explained, built) * 10 < ran, (planned, explained, built, ran)

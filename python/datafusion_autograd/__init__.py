@@ -22,6 +22,10 @@ differentiate EXPR COLUMN`` does the same from the command line (``__main__``).
 
 from datafusion_autograd._native import (
     AutogradError,
+    LimitExceeded,
+    NotALoss,
+    UnknownParameter,
+    UnsupportedOperation,
     GradUDF,
     JvpUDF,
     VjpUDF,
@@ -32,13 +36,17 @@ from datafusion_autograd.check import GradCheck, check_grad
 from datafusion_autograd.context import AutogradContext, forwards_simplify, register
 from datafusion_autograd.dialects import DIALECTS, Dialect, differentiate
 from datafusion_autograd.expr import grad, jvp, vjp
-from datafusion_autograd.relational import gradient
+from datafusion_autograd.relational import gradient, gradients
 from datafusion_autograd.udfs import grad_udf, jvp_udf, vjp_udf
 
 __all__ = [
     "DIALECTS",
     "AutogradContext",
     "AutogradError",
+    "LimitExceeded",
+    "NotALoss",
+    "UnknownParameter",
+    "UnsupportedOperation",
     "Dialect",
     "GradCheck",
     "GradUDF",
@@ -50,6 +58,7 @@ __all__ = [
     "grad",
     "grad_udf",
     "gradient",
+    "gradients",
     "jvp",
     "jvp_udf",
     "primitives",

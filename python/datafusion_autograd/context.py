@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Optional, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 from datafusion import SessionContext
 
-from datafusion_autograd._native import NOT_SIMPLIFIED, rewrite_sql
-from datafusion_autograd.tables import catalog
+from datafusion_autograd._native import NOT_SIMPLIFIED, bridge_sql
+from datafusion_autograd.tables import catalog, fetcher
 from datafusion_autograd.udfs import MARKERS
 
 Context = TypeVar("Context", bound=SessionContext)
@@ -72,14 +72,27 @@ def register(ctx: Context, *, max_derivative_nodes: Optional[int] = None) -> Con
 def _differentiating(ctx: SessionContext, max_derivative_nodes: Optional[int]) -> Any:
     """``ctx.sql`` with markers and ``gradient`` calls rewritten first."""
     sql = ctx.sql
-    relations = catalog(ctx)
+    relations, fetch = catalog(ctx), fetcher(ctx)
 
     @functools.wraps(sql)
     def differentiating_sql(query: str, *args: Any, **kwargs: Any) -> Any:
-        return sql(rewrite_sql(query, relations, max_derivative_nodes), *args, **kwargs)
+        rewritten, gradients = bridge_sql(query, relations, fetch, max_derivative_nodes)
+        return planned_with(ctx, gradients, lambda: sql(rewritten, *args, **kwargs))
 
     differentiating_sql._differentiates = True  # type: ignore[attr-defined]
     return differentiating_sql
+
+
+def planned_with(ctx: SessionContext, tables: "list[tuple[str, Any]]", plan: Callable[[], Any]) -> Any:
+    """``plan()`` with ``tables`` registered on ``ctx`` by name while it runs: a
+    DataFrame's plan holds the tables it read, so it still reads them after."""
+    for name, table in tables:
+        ctx.register_table(name, table)
+    try:
+        return plan()
+    finally:
+        for name, _ in tables:
+            ctx.deregister_table(name)
 
 
 class AutogradContext(SessionContext):

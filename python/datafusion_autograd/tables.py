@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import pyarrow as pa
-from datafusion import SessionContext
+from datafusion import SessionContext, col
 from datafusion.unparser import Dialect, Unparser
 
 Relation = Union[pa.Schema, str]
 Catalog = Callable[[str], Optional[Relation]]
+Fetch = Callable[[str], Callable[["list[str]"], Any]]
 
 
 def catalog(ctx: SessionContext) -> Catalog:
@@ -37,3 +38,30 @@ def catalog(ctx: SessionContext) -> Catalog:
         return ctx.table(name).schema()
 
     return relation
+
+
+def fetcher(ctx: SessionContext) -> Fetch:
+    """A function from a table's name to the way the Rust engine reads that
+    table of ``ctx`` when a query over a gradient runs: a function from some
+    of its columns to their rows, as an object with ``__arrow_c_stream__``.
+    The table is looked up when the query is planned, as ``ctx`` looks up
+    the tables of its own queries (``CREATE OR REPLACE TABLE p AS … p …``
+    reads the ``p`` it replaces).
+
+    >>> import pyarrow as pa
+    >>> ctx = SessionContext()
+    >>> ctx.register_record_batches("w", [[pa.RecordBatch.from_pydict({"i": [0], "w": [1.0]})]])
+    >>> pa.table(fetcher(ctx)("w")(["w"])).to_pydict()
+    {'w': [1.0]}
+    """
+
+    def fetch(name: str) -> Callable[["list[str]"], Any]:
+        frame = ctx.table(name)
+
+        def rows(columns: "list[str]") -> Any:
+            # Quoted, so that a column's name is never read as an expression.
+            return frame.select(*(col('"' + c.replace('"', '""') + '"') for c in columns))
+
+        return rows
+
+    return fetch

@@ -8,7 +8,7 @@
 //! ```
 //! use datafusion_autograd::{error_kind, ErrorKind};
 //!
-//! let e = datafusion_autograd::differentiate_sql("nanvl(x, 1.0)", "x", Default::default())
+//! let e = datafusion_autograd::differentiate_sql("nanvl(x, 1.0)", "x", datafusion_autograd::Dialect::DataFusion)
 //!     .unwrap_err();
 //! assert_eq!(error_kind(&e), Some(ErrorKind::UnsupportedOperation));
 //! assert!(e.to_string().contains("no derivative rule for 'nanvl'"));

@@ -18,8 +18,8 @@ use std::sync::Arc;
 
 use datafusion_common::arrow::datatypes::SchemaRef;
 use datafusion_common::tree_node::{Transformed, TreeNode};
-use datafusion_common::Result;
-use datafusion_expr::{LogicalPlan, LogicalPlanBuilder, TableSource, TableType};
+use datafusion_common::{Result, TableReference};
+use datafusion_expr::{LogicalPlan, LogicalPlanBuilder, TableScan, TableSource, TableType};
 
 /// One stage: a relation the gradient reads more than once.
 #[derive(Clone, Debug)]
@@ -97,12 +97,48 @@ impl Staged {
         replace_stages(&self.results[k], &inlined)
     }
 
-    /// Every plan, stages first: `(name, plan)`, results named `None`.
-    pub fn plans(&self) -> impl Iterator<Item = (Option<&str>, &LogicalPlan)> {
-        self.stages
-            .iter()
-            .map(|s| (Some(s.name.as_str()), &s.plan))
-            .chain(self.results.iter().map(|r| (None, r)))
+    /// The same plans with every scan of a table (not of a stage) reading
+    /// the source `sources` gives for it, where it gives one: for a host
+    /// whose tables the loss was planned against by their schemas alone.
+    pub fn with_sources(
+        &self,
+        sources: &dyn Fn(&TableReference) -> Result<Option<Arc<dyn TableSource>>>,
+    ) -> Result<Staged> {
+        let bind = |plan: &LogicalPlan| {
+            plan.clone()
+                .transform_up_with_subqueries(|node| {
+                    let LogicalPlan::TableScan(scan) = &node else {
+                        return Ok(Transformed::no(node));
+                    };
+                    if StageSource::of(&scan.source).is_some() {
+                        return Ok(Transformed::no(node));
+                    }
+                    let Some(source) = sources(&scan.table_name)? else {
+                        return Ok(Transformed::no(node));
+                    };
+                    Ok(Transformed::yes(LogicalPlan::TableScan(TableScan::try_new(
+                        scan.table_name.clone(),
+                        source,
+                        scan.projection.clone(),
+                        scan.filters.clone(),
+                        scan.fetch,
+                    )?)))
+                })
+                .map(|t| t.data)
+        };
+        Ok(Staged {
+            stages: self
+                .stages
+                .iter()
+                .map(|s| {
+                    Ok(Stage {
+                        name: s.name.clone(),
+                        plan: bind(&s.plan)?,
+                    })
+                })
+                .collect::<Result<_>>()?,
+            results: self.results.iter().map(bind).collect::<Result<_>>()?,
+        })
     }
 }
 

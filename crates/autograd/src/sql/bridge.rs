@@ -15,7 +15,8 @@ use super::{plan_scalar, to_sql};
 use crate::forward::marker::{expand_markers, Derivative};
 use crate::options::AutogradOptions;
 use crate::forward::reals::ColumnTypes;
-use super::gradient::gradient_sql;
+use super::gradient::{plan_gradients, staged_to_sql};
+use crate::relational::Staged;
 use crate::stack::with_room;
 
 /// The table function's name, and the name its result goes by unless the
@@ -43,6 +44,20 @@ const GRADIENT: &str = "gradient";
 /// );
 /// ```
 pub fn rewrite_sql(sql: &str, tables: Catalog, options: &AutogradOptions) -> Result<String> {
+    rewrite_sql_with(sql, tables, options, &mut |staged| {
+        Ok(format!("({})", staged_to_sql(staged, 0)?))
+    })
+}
+
+/// [`rewrite_sql`], with every `gradient(…)` call replaced by the table
+/// factor `place` gives for its gradient (a query in parentheses, or the name
+/// of a table the host registers).
+pub fn rewrite_sql_with(
+    sql: &str,
+    tables: Catalog,
+    options: &AutogradOptions,
+    place: &mut dyn FnMut(&Staged) -> Result<String>,
+) -> Result<String> {
     with_room(|| {
         let tokens = Tokenizer::new(&GenericDialect {}, sql)
             .tokenize_with_location()
@@ -54,21 +69,20 @@ pub fn rewrite_sql(sql: &str, tables: Catalog, options: &AutogradOptions) -> Res
             let start = offsets.of(call.start);
             let end = offsets.of(call.end);
             out.push_str(&sql[copied..start]);
-            out.push('(');
             match &call.kind {
-                CallKind::Marker => out.push_str(&expand_sql(&sql[start..end], options)?),
-                CallKind::Gradient { loss, wrt, aliased } => {
-                    out.push_str(&gradient_sql(loss, wrt, tables, options)?);
+                CallKind::Marker => {
+                    out.push('(');
+                    out.push_str(&expand_sql(&sql[start..end], options)?);
                     out.push(')');
+                }
+                CallKind::Gradient { loss, wrt, aliased } => {
+                    out.push_str(&place(&plan_gradients(loss, &[wrt.as_str()], tables, options)?)?);
                     if !aliased {
                         out.push_str(" AS ");
                         out.push_str(GRADIENT);
                     }
-                    copied = end;
-                    continue;
                 }
             }
-            out.push(')');
             copied = end;
         }
         out.push_str(&sql[copied..]);

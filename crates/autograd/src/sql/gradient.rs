@@ -43,10 +43,28 @@ pub fn gradient_sql(
     tables: Catalog,
     options: &AutogradOptions,
 ) -> Result<String> {
+    with_room(|| staged_to_sql(&plan_gradients(loss, &[wrt], tables, options)?, 0))
+}
+
+/// The gradients of the loss query `loss` with respect to every parameter
+/// in `wrt` (each `"<table>.<column>"`), from one reverse pass, planned over
+/// the relations `tables` knows: result `k` of the [`Staged`] is the
+/// gradient for `wrt[k]`. Its scans of the host's tables read sources that
+/// know the schemas only; a host that runs the plans gives them real ones
+/// ([`Staged::with_sources`]).
+pub fn plan_gradients(
+    loss: &str,
+    wrt: &[&str],
+    tables: Catalog,
+    options: &AutogradOptions,
+) -> Result<Staged> {
     with_room(|| {
         let loss = plan_loss(loss, tables)?;
-        let parameter = parameter(wrt, tables)?;
-        staged_to_sql(&gradients(&loss, &[parameter], options)?, 0)
+        let parameters = wrt
+            .iter()
+            .map(|w| parameter(w, tables))
+            .collect::<Result<Vec<_>>>()?;
+        gradients(&loss, &parameters, options)
     })
 }
 

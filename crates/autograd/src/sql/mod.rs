@@ -20,7 +20,7 @@ pub(crate) mod plan;
 pub use check::{check_grad, check_grad_sql, GradCheck};
 pub use dialect::Dialect;
 pub use emit::plan_to_sql;
-pub use gradient::gradient_sql;
+pub use gradient::{gradient_sql, plan_gradients};
 pub(crate) use emit::to_sql;
 pub(crate) use plan::plan_scalar;
 

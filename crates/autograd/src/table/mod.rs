@@ -23,7 +23,8 @@ use futures::FutureExt;
 use crate::error::fail;
 use crate::options::AutogradOptions;
 use crate::relational::{gradients, Parameter, Staged};
-use stages::{bind, plan_stages};
+use stages::{bind, plan_stages, Slots};
+use tokio::sync::OnceCell;
 
 /// The `gradient('<loss query>', '<table>.<column>')` table function.
 #[derive(Debug, Default)]
@@ -140,13 +141,34 @@ pub struct GradientTable {
     staged: Arc<Staged>,
     k: usize,
     schema: SchemaRef,
+    /// Stages shared with the other results of the same pass: planned by the
+    /// first scan of any of them, computed once, kept while any lives.
+    shared: Option<Arc<OnceCell<Slots>>>,
 }
 
 impl GradientTable {
-    /// Result `k` of `staged`.
+    /// Result `k` of `staged`, its stages computed for each statement that
+    /// reads it.
     pub fn new(staged: Arc<Staged>, k: usize) -> Self {
         let schema = staged.schema(k);
-        Self { staged, k, schema }
+        Self {
+            staged,
+            k,
+            schema,
+            shared: None,
+        }
+    }
+
+    /// Every result of `staged`, one table each, sharing one computation
+    /// of the stages: the gradients of several parameters from one pass.
+    pub fn sharing(staged: Arc<Staged>) -> Vec<Self> {
+        let shared = Arc::new(OnceCell::new());
+        (0..staged.results.len())
+            .map(|k| Self {
+                shared: Some(Arc::clone(&shared)),
+                ..Self::new(Arc::clone(&staged), k)
+            })
+            .collect()
     }
 }
 
@@ -168,7 +190,13 @@ impl TableProvider for GradientTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        let slots = plan_stages(session, &self.staged).await?;
+        let slots = match &self.shared {
+            Some(shared) => shared
+                .get_or_try_init(|| plan_stages(session, &self.staged))
+                .await?
+                .clone(),
+            None => plan_stages(session, &self.staged).await?,
+        };
         let mut result = LogicalPlanBuilder::from(bind(&self.staged.results[self.k], &slots)?);
         if let Some(columns) = projection {
             result = result.select(columns.iter().copied())?;

@@ -73,12 +73,12 @@ impl fmt::Debug for StageSlot {
     }
 }
 
+/// Every stage of a gradient, by name.
+pub(crate) type Slots = HashMap<String, Arc<StageSlot>>;
+
 /// The physical plans of every stage of `staged`, in order, each reading the
 /// slots before it. Planning computes nothing.
-pub(crate) async fn plan_stages(
-    session: &dyn Session,
-    staged: &Staged,
-) -> Result<HashMap<String, Arc<StageSlot>>> {
+pub(crate) async fn plan_stages(session: &dyn Session, staged: &Staged) -> Result<Slots> {
     let mut slots = HashMap::new();
     for stage in &staged.stages {
         let plan = session.create_physical_plan(&bind(&stage.plan, &slots)?).await?;
@@ -93,7 +93,7 @@ pub(crate) async fn plan_stages(
 }
 
 /// `plan` with its scans of stages reading `slots`.
-pub(crate) fn bind(plan: &LogicalPlan, slots: &HashMap<String, Arc<StageSlot>>) -> Result<LogicalPlan> {
+pub(crate) fn bind(plan: &LogicalPlan, slots: &Slots) -> Result<LogicalPlan> {
     plan.clone()
         .transform_up(|node| {
             let LogicalPlan::TableScan(scan) = &node else {

@@ -5,6 +5,9 @@
 //! differentiation of serialized expressions. All logic lives in the Rust
 //! crates; this module only converts.
 
+mod gradient;
+mod host;
+
 use datafusion_autograd::{
     differentiate_sql, error_kind, udf, AutogradOptions, ColumnTypes, Derivative, Dialect,
     ErrorKind, Relation,
@@ -56,7 +59,7 @@ create_exception!(
 );
 
 /// The Python exception for `e`: the class of its kind, if it has one.
-fn py_err(e: DataFusionError) -> PyErr {
+pub(crate) fn py_err(e: DataFusionError) -> PyErr {
     let message = e.to_string().replace("External error: ", "");
     match error_kind(&e) {
         Some(ErrorKind::UnsupportedOperation) => UnsupportedOperation::new_err(message),
@@ -69,7 +72,10 @@ fn py_err(e: DataFusionError) -> PyErr {
 
 /// Runs the engine for the Python function `name`: its errors, and any panic
 /// (malformed input can reach one in a dependency), become `AutogradError`s.
-fn engine<T>(name: &str, run: impl FnOnce() -> datafusion_common::Result<T>) -> PyResult<T> {
+pub(crate) fn engine<T>(
+    name: &str,
+    run: impl FnOnce() -> datafusion_common::Result<T>,
+) -> PyResult<T> {
     catch_panic(name, run)
         .map_err(AutogradError::new_err)?
         .map_err(py_err)
@@ -156,7 +162,7 @@ fn summary(name: &str) -> PyResult<&'static str> {
 }
 
 /// The engine's options, with the size limit given or the default.
-fn options(max_derivative_nodes: Option<usize>) -> AutogradOptions {
+pub(crate) fn options(max_derivative_nodes: Option<usize>) -> AutogradOptions {
     max_derivative_nodes.map_or_else(
         AutogradOptions::default,
         AutogradOptions::with_max_derivative_nodes,
@@ -248,7 +254,7 @@ fn gradient_sql(
 /// What `tables` gives for `table`: a view's SQL text (a `str`), or a
 /// table's schema (anything with `__arrow_c_schema__`, read through the
 /// Arrow C data interface).
-fn relation(
+pub(crate) fn relation(
     tables: Option<&Bound<'_, PyAny>>,
     table: &TableReference,
 ) -> datafusion_common::Result<Option<Relation>> {
@@ -319,7 +325,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<VjpUDF>()?;
     m.add_function(wrap_pyfunction!(differentiate, m)?)?;
     m.add_function(wrap_pyfunction!(check_grad_sql, m)?)?;
+    m.add_class::<gradient::Gradient>()?;
     m.add_function(wrap_pyfunction!(rewrite_sql, m)?)?;
+    m.add_function(wrap_pyfunction!(gradient::bridge_sql, m)?)?;
+    m.add_function(wrap_pyfunction!(gradient::gradients, m)?)?;
     m.add_function(wrap_pyfunction!(gradient_sql, m)?)?;
     m.add_function(wrap_pyfunction!(derivative, m)?)?;
     m.add_function(wrap_pyfunction!(summary, m)?)?;

@@ -1,0 +1,127 @@
+//! Whole-query gradients in a stock PyPI `datafusion` host: tables of ours
+//! that the host registers or reads, computed in this library when the
+//! host's query runs.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use datafusion::catalog::TableProvider;
+use datafusion::datasource::provider_as_source;
+use datafusion_autograd::relational::Staged;
+use datafusion_autograd::{plan_gradients, GradientTable, Relation};
+use datafusion_common::{plan_datafusion_err, Result, TableReference};
+use datafusion_expr::TableSource;
+use pyo3::prelude::*;
+use pyo3::types::PyCapsule;
+
+use crate::host::{export, HostTable};
+use crate::{engine, options, relation};
+
+/// A gradient as a table a `SessionContext` of PyPI `datafusion` can
+/// register or read: every row of the parameter's table, all its columns,
+/// and `grad`, computed when a query that reads it runs.
+#[pyclass(module = "datafusion_autograd._native", frozen)]
+pub(crate) struct Gradient {
+    table: Arc<dyn TableProvider>,
+}
+
+#[pymethods]
+impl Gradient {
+    /// The table as datafusion-ffi's provider; `session` is the host's context.
+    fn __datafusion_table_provider__<'py>(
+        &self,
+        py: Python<'py>,
+        session: Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyCapsule>> {
+        export(py, Arc::clone(&self.table), &session)
+    }
+
+    fn __repr__(&self) -> String {
+        let columns: Vec<String> = self
+            .table
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        format!("Gradient({})", columns.join(", "))
+    }
+}
+
+/// The plans of `staged` over the host's tables, one table per result, all
+/// sharing one computation of the stages.
+fn gradient_tables(
+    staged: &Staged,
+    catalog: &Bound<'_, PyAny>,
+    fetch: &Arc<Py<PyAny>>,
+) -> Result<Vec<Gradient>> {
+    let sources = |table: &TableReference| -> Result<Option<Arc<dyn TableSource>>> {
+        let Some(Relation::Table(schema)) = relation(Some(catalog), table)? else {
+            return Ok(None);
+        };
+        let rows = Python::attach(|py| fetch.bind(py).call1((table.to_string(),)).map(Bound::unbind))
+            .map_err(|e| plan_datafusion_err!("looking up the table {table}: {e}"))?;
+        let host = HostTable::new(table.to_string(), schema, rows);
+        Ok(Some(provider_as_source(Arc::new(host))))
+    };
+    let staged = Arc::new(staged.with_sources(&sources)?);
+    Ok(GradientTable::sharing(staged)
+        .into_iter()
+        .map(|table| Gradient {
+            table: Arc::new(table),
+        })
+        .collect())
+}
+
+/// The gradients of the loss query with respect to each `"<table>.<column>"`
+/// of `wrt`, from one pass; `tables(name)` gives a table's pyarrow schema, a
+/// view's SQL, or None; `fetch(name)` how to read a table's rows (see
+/// `datafusion_autograd.tables.fetcher`).
+#[pyfunction]
+#[pyo3(signature = (loss, wrt, tables, fetch, max_derivative_nodes=None))]
+pub(crate) fn gradients(
+    loss: &str,
+    wrt: Vec<String>,
+    tables: Bound<'_, PyAny>,
+    fetch: Py<PyAny>,
+    max_derivative_nodes: Option<usize>,
+) -> PyResult<Vec<Gradient>> {
+    let catalog = |table: &TableReference| relation(Some(&tables), table);
+    let options = options(max_derivative_nodes);
+    let fetch = Arc::new(fetch);
+    engine("gradients", || {
+        let wrt: Vec<&str> = wrt.iter().map(String::as_str).collect();
+        let staged = plan_gradients(loss, &wrt, &catalog, &options)?;
+        gradient_tables(&staged, &tables, &fetch)
+    })
+}
+
+/// Numbers the gradient tables a statement registers, so that their names never meet.
+static REGISTERED: AtomicUsize = AtomicUsize::new(0);
+
+/// `sql` with every grad/jvp/vjp call replaced by its derivative, and every
+/// `gradient(...)` call by the name of a table to register on the host
+/// while the statement is planned: returns the text and `(name, table)`
+/// pairs. `tables` and `fetch` are as for `gradients`.
+#[pyfunction]
+#[pyo3(signature = (sql, tables, fetch, max_derivative_nodes=None))]
+pub(crate) fn bridge_sql(
+    sql: &str,
+    tables: Bound<'_, PyAny>,
+    fetch: Py<PyAny>,
+    max_derivative_nodes: Option<usize>,
+) -> PyResult<(String, Vec<(String, Gradient)>)> {
+    let catalog = |table: &TableReference| relation(Some(&tables), table);
+    let options = options(max_derivative_nodes);
+    let fetch = Arc::new(fetch);
+    let mut registered = vec![];
+    let text = engine("bridge_sql", || {
+        datafusion_autograd::rewrite_sql_with(sql, &catalog, &options, &mut |staged| {
+            let name = format!("__ag_gradient{}", REGISTERED.fetch_add(1, Ordering::Relaxed));
+            let mut results = gradient_tables(staged, &tables, &fetch)?;
+            registered.push((name.clone(), results.remove(0)));
+            Ok(name)
+        })
+    })?;
+    Ok((text, registered))
+}
