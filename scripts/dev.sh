@@ -6,9 +6,10 @@
 #             them), and the dlopen host test under memcheck
 #   memcheck  the dlopen host test under valgrind's memcheck (installs valgrind if missing)
 #   fuzz      setup, then the full fuzz run: 20,000 FFI cases, 5,000 cases per Python entry
-#             point (AUTOGRAD_FUZZ_CASES and AUTOGRAD_FUZZ_SEED override), and 10,000 random
+#             point (AUTOGRAD_FUZZ_CASES and AUTOGRAD_FUZZ_SEED override), 10,000 random
 #             expression trees in Rust and 10,000 through the Python bridge
-#             (AUTOGRAD_FUZZ_TREES overrides)
+#             (AUTOGRAD_FUZZ_TREES overrides), and 3,000 random loss queries against finite
+#             differences (AUTOGRAD_FUZZ_LOSSES overrides)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -97,6 +98,8 @@ case "${1:-}" in
             cargo test --locked -p datafusion-autograd --test sql fuzz
         AUTOGRAD_FUZZ_TREES="${AUTOGRAD_FUZZ_TREES:-10000}" \
             "$venv/bin/python" -m pytest -q tests/test_random_trees.py
+        AUTOGRAD_FUZZ_LOSSES="${AUTOGRAD_FUZZ_LOSSES:-3000}" \
+            cargo test --locked -p datafusion-autograd --test sql random_losses
         ;;
     *)
         echo "usage: bash scripts/dev.sh <setup|train|test|memcheck|fuzz>" >&2
