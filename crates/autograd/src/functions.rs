@@ -5,11 +5,15 @@ use std::sync::Arc;
 use datafusion::prelude::SessionContext;
 
 use crate::options::AutogradOptions;
-use crate::table::GradientFunction;
-use crate::forward::udf::udfs;
+use datafusion_optimizer::AnalyzerRule;
 
-/// Registers `grad`, `jvp` and `vjp`, the table function `gradient`, and the
-/// options `autograd.*` ([`AutogradOptions`]) on `ctx`.
+use crate::table::{GradientFunction, WholeQueryMarkers};
+use crate::forward::udf::{stop_gradient_udf, udfs};
+
+/// Registers `grad`, `jvp`, `vjp` and `stop_gradient`, the table function
+/// `gradient`, the analyzer rule for markers over whole queries
+/// ([`WholeQueryMarkers`]), and the options `autograd.*` ([`AutogradOptions`])
+/// on `ctx`.
 ///
 /// ```
 /// # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -30,8 +34,12 @@ pub fn register(ctx: &SessionContext) {
         options.extensions.insert(AutogradOptions::default());
     }
     drop(state);
-    for udf in udfs() {
+    for udf in udfs().into_iter().chain([stop_gradient_udf()]) {
         ctx.register_udf(udf.as_ref().clone());
     }
     ctx.register_udtf("gradient", Arc::new(GradientFunction));
+    let analyzed = ctx.state().analyzer().rules.iter().any(|r| r.name() == WholeQueryMarkers.name());
+    if !analyzed {
+        ctx.add_analyzer_rule(Arc::new(WholeQueryMarkers));
+    }
 }

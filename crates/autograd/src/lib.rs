@@ -50,7 +50,8 @@ pub use forward::marker::{differentiate, expand_markers, linearize, Derivative};
 pub use forward::reals::ColumnTypes;
 pub use forward::rules::primitives;
 pub use forward::udf::{
-    expr_fn, grad_udf, jvp_udf, scalar_functions, udf, udfs, vjp_udf, DerivativeUdf, NOT_SIMPLIFIED,
+    expr_fn, grad_udf, jvp_udf, scalar_functions, stop_gradient_udf, udf, udfs, vjp_udf,
+    DerivativeUdf, StopGradient, NOT_SIMPLIFIED,
 };
 pub use functions::register;
 pub use options::AutogradOptions;
@@ -60,4 +61,4 @@ pub use sql::{
     GradCheck,
 };
 pub use stack::depth as expression_depth;
-pub use table::{GradientFunction, GradientTable};
+pub use table::{GradientFunction, GradientTable, WholeQueryMarkers};

@@ -24,12 +24,28 @@ use crate::forward::tangent::{choice, Tangent};
 pub(crate) struct Linearizer<'a> {
     seeds: &'a [(Column, Expr)],
     max_nodes: usize,
+    /// Whether an uncorrelated scalar subquery is a constant (in a relation
+    /// the reverse pass has already taken apart) or must have been wrapped by
+    /// the planner (in a marker).
+    constant_subqueries: bool,
 }
 
 impl<'a> Linearizer<'a> {
     /// Differentiation along `seeds` of derivatives no larger than `max_nodes`.
     pub(crate) fn new(seeds: &'a [(Column, Expr)], max_nodes: usize) -> Self {
-        Self { seeds, max_nodes }
+        Self {
+            seeds,
+            max_nodes,
+            constant_subqueries: false,
+        }
+    }
+
+    /// The same, reading an uncorrelated scalar subquery as a constant.
+    pub(crate) fn with_constant_subqueries(self) -> Self {
+        Self {
+            constant_subqueries: true,
+            ..self
+        }
     }
 
     /// The tangent of `expr`: `Σ ∂expr/∂column · tangent` over the seeds.
@@ -81,7 +97,18 @@ impl<'a> Linearizer<'a> {
                          column being differentiated; move the derivative inside the subquery"
                     );
                 }
-                Ok(Tangent::Zero)
+                if self.constant_subqueries {
+                    return Ok(Tangent::Zero);
+                }
+                // Whether the subquery reads the column's table is the planner's
+                // to say (it wraps every subquery of a marker: a whole query's
+                // gradient, or a constant); a bare one was not looked at.
+                fail!(
+                    UnsupportedOperation,
+                    "a scalar subquery inside grad/jvp/vjp (`{expr}`) is differentiated by the \
+                     analyzer rule datafusion_autograd::register adds to a session; register \
+                     the markers with it, or wrap a constant subquery in stop_gradient(…)"
+                )
             }
             other if self.mentions_seed(other) => fail!(
                 UnsupportedOperation,
@@ -96,9 +123,14 @@ impl<'a> Linearizer<'a> {
     /// Tangent of a primitive call: zero when no argument depends on a seed
     /// (whatever the function), else the primitive's rule.
     fn apply(&self, name: &str, args: &[Expr], out: &Expr) -> Result<Tangent> {
+        let read = rules::differentiated_arguments(name);
         let tangents = args
             .iter()
-            .map(|arg| self.tangent(arg))
+            .enumerate()
+            .map(|(k, arg)| match read {
+                Some(read) if !read.contains(&k) => Ok(Tangent::Zero),
+                _ => self.tangent(arg),
+            })
             .collect::<Result<Vec<_>>>()?;
         if tangents.iter().all(Tangent::is_zero) {
             return Ok(Tangent::Zero);

@@ -183,7 +183,13 @@ pub(crate) fn pullback(
     options: &AutogradOptions,
 ) -> Result<Option<Expr>> {
     let types = ColumnTypes::Schema(schema);
-    let derivative = directional(expr, wrt.clone(), lit(1.0_f64), types, options)?;
+    let real = as_real(expr.clone().unalias_nested().data, types)?;
+    let seeds = [(wrt.clone(), lit(1.0_f64))];
+    // The relation's subqueries that read a parameter were joined to it
+    // before; the rest are constants.
+    let derivative = Linearizer::new(&seeds, options.max_derivative_nodes)
+        .with_constant_subqueries()
+        .tangent(&real)?;
     if derivative.is_zero() {
         return Ok(None);
     }
@@ -268,7 +274,8 @@ pub fn linearize(expr: &Expr, seeds: &[(Column, Expr)]) -> Result<Expr> {
         let expr = expand_markers(expr.clone(), ColumnTypes::Real, &options)?
             .unalias_nested()
             .data;
-        let linearizer = Linearizer::new(seeds, options.max_derivative_nodes);
+        let linearizer =
+            Linearizer::new(seeds, options.max_derivative_nodes).with_constant_subqueries();
         Ok(linearizer.tangent(&expr)?.into_expr())
     })
 }

@@ -17,6 +17,7 @@ use datafusion_expr::{
 };
 
 use crate::forward::marker::Derivative;
+use crate::forward::rules::WITH_DERIVATIVE;
 use crate::options::AutogradOptions;
 use crate::forward::reals::ColumnTypes;
 
@@ -205,10 +206,115 @@ pub mod expr_fn {
 
 /// The functions an expression arriving from outside (SQL text, protobuf
 /// bytes) may call: DataFusion's built-in scalar functions followed by the
-/// markers.
+/// markers and `stop_gradient`.
 pub fn scalar_functions() -> Vec<Arc<ScalarUDF>> {
     datafusion_functions::all_default_functions()
         .into_iter()
         .chain(udfs())
+        .chain([stop_gradient_udf()])
         .collect()
+}
+
+/// `stop_gradient(expression)`: the value of `expression`, through which
+/// nothing is differentiated (JAX's `lax.stop_gradient`).
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct StopGradient {
+    signature: Signature,
+    documentation: Documentation,
+}
+
+impl StopGradient {
+    fn new() -> Self {
+        let documentation = Documentation::builder(
+            DOC_SECTION,
+            "The value of expression, through which no derivative passes: grad, jvp, vjp and \
+             gradient() see a constant.",
+            "stop_gradient(expression)",
+        )
+        .with_sql_example(
+            "```sql\nSELECT grad(x * stop_gradient(x), x) FROM samples  -- x, not 2x\n```",
+        )
+        .with_argument("expression", "Any numeric expression.")
+        .build();
+        Self {
+            signature: Signature::one_of(
+                vec![TypeSignature::Any(1), TypeSignature::Exact(vec![DataType::Float64])],
+                Volatility::Immutable,
+            ),
+            documentation,
+        }
+    }
+}
+
+impl ScalarUDFImpl for StopGradient {
+    fn name(&self) -> &str {
+        "stop_gradient"
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        match arg_types {
+            [t] if t.is_numeric() || t.is_null() => Ok(t.clone()),
+            [t] => plan_err!("stop_gradient(expression) takes a number, found {t}"),
+            _ => plan_err!("stop_gradient(expression) takes 1 argument, got {}", arg_types.len()),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Ok(args.args[0].clone())
+    }
+
+    fn documentation(&self) -> Option<&Documentation> {
+        Some(&self.documentation)
+    }
+}
+
+static STOP_GRADIENT: LazyLock<Arc<ScalarUDF>> =
+    LazyLock::new(|| Arc::new(ScalarUDF::new_from_impl(StopGradient::new())));
+
+/// `stop_gradient`, which [`crate::register`] registers beside the markers.
+pub fn stop_gradient_udf() -> Arc<ScalarUDF> {
+    Arc::clone(&STOP_GRADIENT)
+}
+
+/// The planner's `__autograd_with_derivative(value, derivative, column)`:
+/// `value`, whose derivative by `column` at this row is `derivative` (see
+/// the forward rule of the same name). Only the planner writes it, inside a
+/// marker, and the marker's derivative takes its place; evaluated, it is
+/// `value`.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct WithDerivative {
+    signature: Signature,
+}
+
+impl ScalarUDFImpl for WithDerivative {
+    fn name(&self) -> &str {
+        WITH_DERIVATIVE
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        Ok(arg_types[0].clone())
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Ok(args.args[0].clone())
+    }
+}
+
+static WITH_DERIVATIVE_UDF: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
+    Arc::new(ScalarUDF::new_from_impl(WithDerivative {
+        signature: Signature::any(3, Volatility::Immutable),
+    }))
+});
+
+/// `value`, whose derivative by `column` at this row is `derivative`.
+pub(crate) fn with_derivative(value: Expr, derivative: Expr, column: Expr) -> Expr {
+    WITH_DERIVATIVE_UDF.call(vec![value, derivative, column])
 }

@@ -52,6 +52,8 @@ use crate::stack::with_room;
 
 pub use assemble::GRADIENT_COLUMN;
 pub use parameter::Parameter;
+pub(crate) use augment::join;
+pub(crate) use loss::reads_a_parameter;
 use pass::Pass;
 pub use staged::{Stage, StageSource, Staged};
 

@@ -4,7 +4,10 @@
 //! Planning a statement that reads a gradient computes nothing; running it
 //! plans every stage and computes each the first time it is read.
 
+mod markers;
 mod stages;
+
+pub use markers::WholeQueryMarkers;
 
 use std::any::Any;
 use std::sync::Arc;

@@ -17,3 +17,4 @@ mod relational;
 mod rules;
 mod special_values;
 mod sql_text;
+mod whole_query;

@@ -11,6 +11,7 @@
 
 mod arithmetic;
 mod exp_log;
+mod given;
 mod hyperbolic;
 mod nulls;
 mod piecewise;
@@ -80,19 +81,41 @@ static RULES: &[(&str, JvpRule)] = &[
     ("nvl", nulls::coalesce),
     ("nullif", nulls::nullif),
     ("nvl2", nulls::nvl2),
+    // derivatives given, not derived
+    ("stop_gradient", given::stop_gradient),
+    (WITH_DERIVATIVE, given::with_derivative),
 ];
+
+/// The name of the function that carries a value with its derivative (see
+/// [`given::with_derivative`]); the planner writes it, users do not.
+pub const WITH_DERIVATIVE: &str = "__autograd_with_derivative";
 
 static REGISTRY: LazyLock<HashMap<&'static str, JvpRule>> =
     LazyLock::new(|| RULES.iter().copied().collect());
+
+/// The arguments whose tangents the rule of `name` reads, where it reads
+/// fewer than all: the driver differentiates only those (what a rule ignores
+/// may not be differentiable at all, a subquery say).
+pub fn differentiated_arguments(name: &str) -> Option<&'static [usize]> {
+    match name {
+        "stop_gradient" => Some(&[]),
+        WITH_DERIVATIVE => Some(&[2]),
+        _ => None,
+    }
+}
 
 /// The rule for the primitive called `name`, if there is one.
 pub fn rule(name: &str) -> Option<JvpRule> {
     REGISTRY.get(name).copied()
 }
 
-/// The names of every primitive with a derivative rule, operators included.
+/// The names of every primitive with a derivative rule, operators included
+/// (not the planner's own [`WITH_DERIVATIVE`]).
 pub fn primitives() -> impl Iterator<Item = &'static str> {
-    RULES.iter().map(|(name, _)| *name)
+    RULES
+        .iter()
+        .map(|(name, _)| *name)
+        .filter(|name| *name != WITH_DERIVATIVE)
 }
 
 /// One call site of a primitive, as a rule sees it.

@@ -1,0 +1,183 @@
+//! Markers over whole queries, `grad((SELECT l FROM loss), w)`, and
+//! `stop_gradient`: checked against closed forms written here, finite
+//! differences of the loss, and the `gradient()` table function.
+
+use datafusion::prelude::SessionContext;
+use datafusion_autograd::{error_kind, ErrorKind};
+
+use crate::common::{assert_close, column, context, error, rows};
+
+async fn run(ctx: &SessionContext, sql: &str) {
+    rows(ctx, sql).await;
+}
+
+/// `w(i, w)`, `x(s, i, v)` and `y(s, t)` of a small linear regression.
+async fn regression(ctx: &SessionContext) {
+    run(ctx, "CREATE TABLE w (i BIGINT, w DOUBLE) AS VALUES (0, 0.5), (1, -0.25), (2, 1.5)").await;
+    run(
+        ctx,
+        "CREATE TABLE x (s BIGINT, i BIGINT, v DOUBLE) AS VALUES \
+         (0, 0, 1.0), (0, 1, 2.0), (0, 2, -1.0), (1, 0, 0.5), (1, 1, -0.5), (1, 2, 3.0), \
+         (2, 0, -2.0), (2, 1, 1.5), (2, 2, 0.25)",
+    )
+    .await;
+    run(ctx, "CREATE TABLE y (s BIGINT, t DOUBLE) AS VALUES (0, 1.0), (1, -1.0), (2, 0.5)").await;
+}
+
+const LOSS: &str = "SELECT AVG(power(p.z - y.t, 2)) AS l \
+    FROM (SELECT x.s, SUM(x.v * w.w) AS z FROM x JOIN w ON x.i = w.i GROUP BY x.s) p \
+    JOIN y ON p.s = y.s";
+
+/// The gradient of the regression loss, from numbers written here: 2/n Xᵀ(Xw − y).
+fn closed_form() -> Vec<f64> {
+    let x = [[1.0, 2.0, -1.0], [0.5, -0.5, 3.0], [-2.0, 1.5, 0.25]];
+    let (w, y) = ([0.5, -0.25, 1.5], [1.0, -1.0, 0.5]);
+    let mut g = [0.0; 3];
+    for s in 0..3 {
+        let r: f64 = (0..3).map(|i| x[s][i] * w[i]).sum::<f64>() - y[s];
+        for i in 0..3 {
+            g[i] += 2.0 / 3.0 * r * x[s][i];
+        }
+    }
+    g.to_vec()
+}
+
+#[tokio::test]
+async fn the_loss_as_a_cte_of_the_statement() {
+    let ctx = context();
+    regression(&ctx).await;
+    let sql = format!(
+        "WITH loss AS ({LOSS}) \
+         SELECT i, w - 0.05 * grad((SELECT l FROM loss), w) AS w FROM w ORDER BY i"
+    );
+    let got = rows(&ctx, &sql).await;
+    let w = [0.5, -0.25, 1.5];
+    for (k, g) in closed_form().into_iter().enumerate() {
+        assert_close(got[k][1].unwrap(), w[k] - 0.05 * g, 1e-12, &format!("w{k}"));
+    }
+    // The same as the table function.
+    let table = column(
+        &ctx,
+        &format!("SELECT grad FROM gradient('{}', 'w.w') ORDER BY i", LOSS.replace('\'', "''")),
+    )
+    .await;
+    let marker = column(&ctx, &format!("WITH loss AS ({LOSS}) SELECT grad((SELECT l FROM loss), w) FROM w ORDER BY i")).await;
+    for (a, b) in table.iter().zip(&marker) {
+        assert_close(*b, *a, 1e-12, "the marker against gradient()");
+    }
+}
+
+#[tokio::test]
+async fn composes_with_the_calculus_of_the_row() {
+    let ctx = context();
+    regression(&ctx).await;
+    let w = [0.5, -0.25, 1.5];
+    let total: f64 = w.iter().map(|v| v * v).sum();
+    // grad(w · Σw², w) = Σw² + 2w²
+    // Ordered by a column it does not show: DataFusion 54 would drop the sort
+    // over a scalar subquery (apache/datafusion#23677), which this one is not.
+    let got = column(&ctx, "SELECT grad(w * (SELECT SUM(w * w) FROM w), w) FROM w ORDER BY i").await;
+    for k in 0..3 {
+        assert_close(got[k], total + 2.0 * w[k] * w[k], 1e-12, "Σw² + 2w²");
+    }
+    // vjp and jvp are c and t times it; an aggregate of it is a gradient too.
+    let sub = "(SELECT SUM(w * w * w) FROM w)";
+    let got = rows(&ctx, &format!("SELECT vjp({sub}, w, 2.5), jvp({sub}, w, i + 1) FROM w ORDER BY i")).await;
+    for k in 0..3 {
+        let g = 3.0 * w[k] * w[k];
+        assert_close(got[k][0].unwrap(), 2.5 * g, 1e-12, "vjp");
+        assert_close(got[k][1].unwrap(), (k as f64 + 1.0) * g, 1e-12, "jvp");
+    }
+    let mean = column(&ctx, &format!("SELECT AVG(grad({sub}, w)) FROM w")).await[0];
+    assert_close(mean, w.iter().map(|v| 3.0 * v * v).sum::<f64>() / 3.0, 1e-12, "AVG(grad)");
+    // Under an alias, and with the loss's table not read: a constant.
+    let aliased = column(&ctx, &format!("SELECT grad({sub}, q.w) FROM w AS q ORDER BY q.i")).await;
+    assert_close(aliased[2], 3.0 * 1.5 * 1.5, 1e-12, "aliased");
+    let constant = column(&ctx, "SELECT grad(w * (SELECT SUM(v) FROM x), w) FROM w").await;
+    let sum_v = 1.0 + 2.0 - 1.0 + 0.5 - 0.5 + 3.0 - 2.0 + 1.5 + 0.25;
+    assert!(constant.iter().all(|d| (d - sum_v).abs() < 1e-12), "{constant:?}");
+}
+
+#[tokio::test]
+async fn in_tables_views_and_inserts() {
+    let ctx = context();
+    regression(&ctx).await;
+    let step = format!(
+        "WITH loss AS ({LOSS}) SELECT i, w - 0.05 * grad((SELECT l FROM loss), w) AS w FROM w"
+    );
+    run(&ctx, &format!("CREATE TABLE stepped AS {step}")).await;
+    run(&ctx, &format!("CREATE VIEW stepping AS {step}")).await;
+    run(&ctx, "CREATE TABLE inserted (i BIGINT, w DOUBLE)").await;
+    run(&ctx, &format!("INSERT INTO inserted {step}")).await;
+    let expected = closed_form();
+    for table in ["stepped", "stepping", "inserted"] {
+        let got = column(&ctx, &format!("SELECT w FROM {table} ORDER BY i")).await;
+        for (k, w) in [0.5, -0.25, 1.5].iter().enumerate() {
+            assert_close(got[k], w - 0.05 * expected[k], 1e-12, table);
+        }
+    }
+}
+
+#[tokio::test]
+async fn several_parameters_in_one_statement() {
+    let ctx = context();
+    regression(&ctx).await;
+    run(&ctx, "CREATE TABLE b (k BIGINT, b DOUBLE) AS VALUES (0, 0.25)").await;
+    let loss = "SELECT AVG(power(p.z + b.b - y.t, 2)) AS l \
+        FROM (SELECT x.s, SUM(x.v * w.w) AS z FROM x JOIN w ON x.i = w.i GROUP BY x.s) p \
+        JOIN y ON p.s = y.s CROSS JOIN b";
+    let sql = format!(
+        "WITH loss AS ({loss}) \
+         SELECT 0 AS t, i, grad((SELECT l FROM loss), w) AS g FROM w \
+         UNION ALL SELECT 1, k, grad((SELECT l FROM loss), b) FROM b ORDER BY t, i"
+    );
+    let got = rows(&ctx, &sql).await;
+    // References from the table function, one parameter at a time.
+    let quoted = loss.replace('\'', "''");
+    let dw = column(&ctx, &format!("SELECT grad FROM gradient('{quoted}', 'w.w') ORDER BY i")).await;
+    let db = column(&ctx, &format!("SELECT grad FROM gradient('{quoted}', 'b.b') ORDER BY k")).await;
+    let expected: Vec<f64> = dw.into_iter().chain(db).collect();
+    assert_eq!(got.len(), 4);
+    for (row, e) in got.iter().zip(expected) {
+        assert_close(row[2].unwrap(), e, 1e-12, "one pass, two parameters");
+    }
+}
+
+#[tokio::test]
+async fn stop_gradient_passes_nothing() {
+    let ctx = context();
+    regression(&ctx).await;
+    let got = rows(&ctx, "SELECT w, grad(w * stop_gradient(w), w), stop_gradient(w) FROM w ORDER BY i").await;
+    for row in &got {
+        assert_close(row[1].unwrap(), row[0].unwrap(), 1e-12, "d(w·sg(w)) = sg(w)");
+        assert_eq!(row[2], row[0]);
+    }
+    let grads = column(
+        &ctx,
+        "SELECT grad FROM gradient('SELECT SUM(w * stop_gradient(w) + stop_gradient(w * w)) FROM w', 'w.w') ORDER BY i",
+    )
+    .await;
+    for (g, w) in grads.iter().zip([0.5, -0.25, 1.5]) {
+        assert_close(*g, w, 1e-12, "gradient() through stop_gradient");
+    }
+}
+
+#[tokio::test]
+async fn what_is_refused_is_named() {
+    let ctx = context();
+    regression(&ctx).await;
+    let e = error(&ctx, "SELECT grad(grad((SELECT SUM(w * w) FROM w), w), w) FROM w").await;
+    assert!(e.contains("second derivative of a whole query"), "{e}");
+    let e = ctx
+        .sql("SELECT grad(grad((SELECT SUM(w * w) FROM w), w), w) FROM w")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap_err();
+    assert_eq!(error_kind(&e), Some(ErrorKind::UnsupportedOperation), "{e}");
+    // A column of a derived table is a variable of the row, not a table's column.
+    let derived = column(&ctx, "SELECT grad(v * (SELECT SUM(w) FROM w), v) FROM (SELECT w AS v FROM w) d").await;
+    assert!(derived.iter().all(|d| (d - 1.75).abs() < 1e-12), "{derived:?}");
+}
+
