@@ -197,6 +197,29 @@ pub(crate) fn pullback(
     typed(product, &[expr.clone(), cotangent], types).map(Some)
 }
 
+/// `Σⱼ ∂expr/∂columnⱼ · tangentⱼ` over `seeds`, for a plan whose input has
+/// `schema`, typed DOUBLE; `None` where it is zero whatever the rows hold.
+/// Forward mode over relations: the tangent a projected column carries.
+pub(crate) fn push_forward(
+    expr: &Expr,
+    seeds: &[(Column, Expr)],
+    schema: &DFSchema,
+    options: &AutogradOptions,
+) -> Result<Option<Expr>> {
+    let types = ColumnTypes::Schema(schema);
+    let real = as_real(expr.clone().unalias_nested().data, types)?;
+    let tangent = Linearizer::new(seeds, options.max_derivative_nodes)
+        .with_constant_subqueries()
+        .tangent(&real)?;
+    if tangent.is_zero() {
+        return Ok(None);
+    }
+    let inputs: Vec<Expr> = std::iter::once(expr.clone())
+        .chain(seeds.iter().map(|(_, t)| t.clone()))
+        .collect();
+    typed(tangent.into_expr(), &inputs, types).map(Some)
+}
+
 /// `∂expr/∂wrt · tangent`, with `expr` free of markers.
 fn directional(
     expr: &Expr,

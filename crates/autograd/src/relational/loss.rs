@@ -24,7 +24,20 @@ pub(crate) fn normalize(
     parameters: &[Parameter],
     options: &AutogradOptions,
 ) -> Result<LogicalPlan> {
-    let plan = lift_subqueries(loss.clone(), parameters)?;
+    let plan = prepare(loss, parameters, options)?;
+    check_is_a_loss(&plan)?;
+    Ok(plan)
+}
+
+/// Any query in the form the passes read (markers differentiated, scalar
+/// subqueries that read a parameter's table joined), checked to compute the
+/// same rows each time.
+pub(crate) fn prepare(
+    query: &LogicalPlan,
+    parameters: &[Parameter],
+    options: &AutogradOptions,
+) -> Result<LogicalPlan> {
+    let plan = lift_subqueries(query.clone(), parameters)?;
     let plan = plan
         .transform_up_with_subqueries(|node| {
             let names = NamePreserver::new(&node);
@@ -38,7 +51,6 @@ pub(crate) fn normalize(
         })?
         .data;
     check_deterministic(&plan)?;
-    check_is_a_loss(&plan)?;
     Ok(plan)
 }
 

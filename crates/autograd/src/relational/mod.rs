@@ -34,6 +34,7 @@
 mod assemble;
 mod augment;
 mod backprop;
+mod jvp;
 mod loss;
 mod operators;
 mod parameter;
@@ -45,12 +46,13 @@ mod staged;
 mod substitution;
 
 use datafusion_common::Result;
-use datafusion_expr::LogicalPlan;
+use datafusion_expr::{lit, Expr, LogicalPlan, LogicalPlanBuilder};
 
 use crate::options::AutogradOptions;
 use crate::stack::with_room;
 
 pub use assemble::GRADIENT_COLUMN;
+pub use jvp::{Direction, TANGENT_COLUMN};
 pub use parameter::Parameter;
 pub(crate) use augment::join;
 pub(crate) use loss::reads_a_parameter;
@@ -87,5 +89,81 @@ pub fn gradients(
     with_room(|| {
         let loss = loss::normalize(loss, parameters, options)?;
         Pass::new(parameters, options).differentiate(&loss)
+    })
+}
+
+/// The name of the column of [`hvp`]'s result that holds the product.
+pub const HVP_COLUMN: &str = "hvp";
+
+/// The Hessian of `loss` with respect to `parameter`, times the direction
+/// `along`: every row of the parameter's table, all its columns, `grad`
+/// (∂loss/∂ that row's value) and `hvp` (row r of ∇²loss · v, v the
+/// direction's value at every row). It is forward mode over relations
+/// through the gradient's plans — JAX's `jvp(grad(f))` — so it costs a small
+/// multiple of the gradient, and the Hessian itself is never formed.
+pub fn hvp(
+    loss: &LogicalPlan,
+    parameter: &Parameter,
+    along: &Direction,
+    options: &AutogradOptions,
+) -> Result<Staged> {
+    with_room(|| {
+        let staged = gradients(loss, std::slice::from_ref(parameter), options)?;
+        let (dual, tangents) = jvp::Forward::new(parameter, along, options).staged(&staged)?;
+        let result = &dual.results[0];
+        let width = staged.results[0].schema().fields().len();
+        let mut exprs: Vec<Expr> = result.schema().columns()[..width]
+            .iter()
+            .cloned()
+            .map(Expr::Column)
+            .collect();
+        let product = match &tangents[0][width - 1] {
+            Some(t) => Expr::Column(t.clone()),
+            None => lit(0.0_f64),
+        };
+        exprs.push(product.alias(HVP_COLUMN));
+        let result = LogicalPlanBuilder::from(result.clone()).project(exprs)?.build()?;
+        Ok(Staged {
+            stages: dual.stages,
+            results: vec![result],
+        })
+    })
+}
+
+/// `query`'s rows with, for each of its columns that depends on
+/// `parameter`, a column `<name>_tangent` beside it: the derivative of that
+/// column's value at the row as the parameter's values move along `along`
+/// (forward mode over relations; JAX's `jvp` of a whole query). For a loss,
+/// one row: its value and `∇loss · v`.
+pub fn jvp(
+    query: &LogicalPlan,
+    parameter: &Parameter,
+    along: &Direction,
+    options: &AutogradOptions,
+) -> Result<Staged> {
+    with_room(|| {
+        let query = loss::prepare(query, std::slice::from_ref(parameter), options)?;
+        let staged = Staged {
+            stages: vec![],
+            results: vec![query.clone()],
+        };
+        let (dual, tangents) = jvp::Forward::new(parameter, along, options).staged(&staged)?;
+        let result = &dual.results[0];
+        let columns = query.schema().columns();
+        let mut exprs: Vec<Expr> = result.schema().columns()[..columns.len()]
+            .iter()
+            .cloned()
+            .map(Expr::Column)
+            .collect();
+        for (column, t) in columns.iter().zip(&tangents[0]) {
+            if let Some(t) = t {
+                exprs.push(Expr::Column(t.clone()).alias(format!("{}_tangent", column.name)));
+            }
+        }
+        let result = LogicalPlanBuilder::from(result.clone()).project(exprs)?.build()?;
+        Ok(Staged {
+            stages: dual.stages,
+            results: vec![result],
+        })
     })
 }

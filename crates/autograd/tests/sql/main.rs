@@ -13,6 +13,7 @@ mod plan_shapes;
 mod random_losses;
 mod random_trees;
 mod fuzz;
+mod hvp;
 mod relational;
 mod rules;
 mod special_values;
