@@ -36,8 +36,8 @@ from datafusion_autograd.check import GradCheck, check_grad
 from datafusion_autograd.context import AutogradContext, forwards_simplify, register
 from datafusion_autograd.dialects import DIALECTS, Dialect, differentiate
 from datafusion_autograd.expr import grad, jvp, vjp
-from datafusion_autograd.relational import gradient, gradients
-from datafusion_autograd.udfs import grad_udf, jvp_udf, vjp_udf
+from datafusion_autograd.relational import gradient, gradients, hvp
+from datafusion_autograd.udfs import grad_udf, jvp_udf, stop_gradient_udf, vjp_udf
 
 __all__ = [
     "DIALECTS",
@@ -59,11 +59,13 @@ __all__ = [
     "grad_udf",
     "gradient",
     "gradients",
+    "hvp",
     "jvp",
     "jvp_udf",
     "primitives",
     "register",
     "rewrite_sql",
+    "stop_gradient_udf",
     "vjp",
     "vjp_udf",
 ]

@@ -9,7 +9,7 @@ from datafusion import SessionContext
 
 from datafusion_autograd._native import NOT_SIMPLIFIED, bridge_sql
 from datafusion_autograd.tables import catalog, fetcher
-from datafusion_autograd.udfs import MARKERS
+from datafusion_autograd.udfs import FUNCTIONS, MARKERS
 
 Context = TypeVar("Context", bound=SessionContext)
 
@@ -38,8 +38,8 @@ def forwards_simplify(ctx: SessionContext) -> bool:
 
 
 def register(ctx: Context, *, max_derivative_nodes: Optional[int] = None) -> Context:
-    """Registers ``grad``, ``jvp`` and ``vjp`` on ``ctx``, makes its SQL
-    understand them and ``gradient(…)``, and returns it.
+    """Registers ``grad``, ``jvp``, ``vjp`` and ``stop_gradient`` on ``ctx``,
+    makes its SQL understand them and ``gradient(…)``, and returns it.
 
     ``ctx.sql`` is wrapped so that, before DataFusion plans a statement, the
     Rust engine replaces every marker in its text by its derivative (PyPI
@@ -62,7 +62,7 @@ def register(ctx: Context, *, max_derivative_nodes: Optional[int] = None) -> Con
     >>> ctx.sql("SELECT i, grad FROM gradient('SELECT SUM(w * w) FROM w', 'w.w') ORDER BY i").to_pydict()
     {'i': [0, 1], 'grad': [3.0, -4.0]}
     """
-    for udf in MARKERS:
+    for udf in FUNCTIONS:
         ctx.register_udf(udf)
     if not getattr(ctx.sql, "_differentiates", False):
         ctx.sql = _differentiating(ctx, max_derivative_nodes)

@@ -1,4 +1,4 @@
-"""``gradient`` and ``gradients``: gradients of a whole query with respect to parameter tables."""
+"""``gradient``, ``gradients`` and ``hvp``: derivatives of a whole query with respect to parameter tables."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datafusion import DataFrame, SessionContext
 from datafusion.unparser import Dialect, Unparser
 
 from datafusion_autograd._native import gradients as _gradients
+from datafusion_autograd._native import hvp as _hvp
 from datafusion_autograd.context import planned_with
 from datafusion_autograd.tables import catalog, fetcher
 
@@ -57,13 +58,45 @@ def gradients(ctx: SessionContext, loss: Loss, wrt: Sequence[str]) -> "dict[str,
     >>> both["a.a"].sort(col("i")).to_pydict()["grad"], both["b.b"].sort(col("i")).to_pydict()["grad"]
     ([3.0, 5.0], [1.0, 2.0])
     """
-    if isinstance(loss, DataFrame):
-        loss = str(Unparser(Dialect.default()).plan_to_sql(loss.logical_plan()))
     wrt = list(wrt)
-    tables = _gradients(loss, wrt, catalog(ctx), fetcher(ctx))
+    tables = _gradients(_sql(loss), wrt, catalog(ctx), fetcher(ctx))
+    return {parameter: _frame(ctx, table) for parameter, table in zip(wrt, tables)}
+
+
+def hvp(ctx: SessionContext, loss: Loss, wrt: str, tangent: Union[str, DataFrame, float]) -> Any:
+    """The Hessian of ``loss`` with respect to ``wrt`` times a direction, as a
+    DataFrame of ``ctx``: every row of the table, all its columns, ``grad``
+    (∂loss/∂ that row's value) and ``hvp`` (that row's entry of ∇²loss · v).
+    The direction v is ``tangent``: a SQL query or DataFrame of the table's
+    other columns and a DOUBLE column ``tangent`` (rows matched on those
+    columns; a row with no match does not move), or a number (the same at
+    every row). The Hessian is never formed: this is forward mode through the
+    gradient's plans, JAX's ``jvp(grad(f))``.
+
+    >>> import pyarrow as pa
+    >>> from datafusion import SessionContext, col
+    >>> ctx = SessionContext()
+    >>> ctx.register_record_batches("w", [[pa.RecordBatch.from_pydict({"i": [0, 1], "w": [1.5, -2.0]})]])
+    >>> ctx.register_record_batches("v", [[pa.RecordBatch.from_pydict({"i": [0, 1], "tangent": [1.0, 10.0]})]])
+    >>> hvp(ctx, "SELECT SUM(w * w * w) FROM w", "w.w", "SELECT i, tangent FROM v").sort(col("i")).to_pydict()
+    {'i': [0, 1], 'w': [1.5, -2.0], 'grad': [6.75, 12.0], 'hvp': [9.0, -120.0]}
+    """
+    if isinstance(tangent, DataFrame):
+        tangent = _sql(tangent)
+    elif not isinstance(tangent, str):
+        tangent = float(tangent)
+    return _frame(ctx, _hvp(_sql(loss), wrt, tangent, catalog(ctx), fetcher(ctx)))
+
+
+def _sql(query: Loss) -> str:
+    """A query as SQL text: a DataFrame's plan written back by DataFusion's unparser."""
+    if isinstance(query, DataFrame):
+        return str(Unparser(Dialect.default()).plan_to_sql(query.logical_plan()))
+    return query
+
+
+def _frame(ctx: SessionContext, table: Any) -> Any:
+    """``ctx.sql`` of one of the engine's tables: a subclass's DataFrame type is kept."""
+    name = f"__ag_result{next(_NAMES)}"
     sql = type(ctx).sql.__get__(ctx)
-    frames = {}
-    for parameter, table in zip(wrt, tables):
-        name = f"__ag_result{next(_NAMES)}"
-        frames[parameter] = planned_with(ctx, [(name, table)], lambda: sql(f"SELECT * FROM {name}"))
-    return frames
+    return planned_with(ctx, [(name, table)], lambda: sql(f"SELECT * FROM {name}"))

@@ -318,3 +318,16 @@ static WITH_DERIVATIVE_UDF: LazyLock<Arc<ScalarUDF>> = LazyLock::new(|| {
 pub(crate) fn with_derivative(value: Expr, derivative: Expr, column: Expr) -> Expr {
     WITH_DERIVATIVE_UDF.call(vec![value, derivative, column])
 }
+
+/// `expr` with every value carried with its derivative replaced by the value
+/// itself: what a host without the planner's function computes.
+pub(crate) fn given_values(expr: Expr) -> Result<Expr> {
+    use datafusion_common::tree_node::{Transformed, TreeNode};
+    expr.transform_up(|e| match e {
+        Expr::ScalarFunction(f) if f.func.name() == WITH_DERIVATIVE => {
+            Ok(Transformed::yes(f.args.into_iter().next().expect("three arguments")))
+        }
+        other => Ok(Transformed::no(other)),
+    })
+    .map(|t| t.data)
+}

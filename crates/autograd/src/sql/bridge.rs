@@ -5,12 +5,22 @@
 //! that computes it, both formed by the same engine, and leaves every other
 //! character of the text as it was. The host then plans plain SQL.
 
-use datafusion_common::{plan_datafusion_err, plan_err, Result};
+use std::ops::Range;
+use std::sync::Arc;
+
+use datafusion_common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion_common::{plan_datafusion_err, plan_err, Column, Result, TableReference};
+use datafusion_expr::expr::ScalarFunction;
+use datafusion_expr::{Expr, LogicalPlan};
 use datafusion_sql::sqlparser::dialect::GenericDialect;
 use datafusion_sql::sqlparser::keywords::Keyword;
 use datafusion_sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
-use crate::catalog::Catalog;
+use super::plan::plan_query;
+use super::scopes::{FromTable, Scopes};
+use crate::catalog::{Catalog, Relation};
+use crate::error::fail;
+use crate::forward::udf::{given_values, stop_gradient_udf, with_derivative};
 use super::{plan_scalar, to_sql};
 use crate::forward::marker::{expand_markers, Derivative};
 use crate::options::AutogradOptions;
@@ -44,50 +54,345 @@ const GRADIENT: &str = "gradient";
 /// );
 /// ```
 pub fn rewrite_sql(sql: &str, tables: Catalog, options: &AutogradOptions) -> Result<String> {
-    rewrite_sql_with(sql, tables, options, &mut |staged| {
-        Ok(format!("({})", staged_to_sql(staged, 0)?))
-    })
+    rewrite_sql_with(sql, tables, options, &mut SqlText)
 }
 
-/// [`rewrite_sql`], with every `gradient(…)` call replaced by the table
-/// factor `place` gives for its gradient (a query in parentheses, or the name
-/// of a table the host registers).
+/// How a host takes the gradients of whole queries the bridge forms.
+pub trait Placement {
+    /// The table factor that stands for result `k` of `staged` (every row of
+    /// a parameter's table, its columns and `grad`): a query in parentheses,
+    /// or the name of a table the host registers.
+    fn table(&mut self, staged: &Arc<Staged>, k: usize) -> Result<String>;
+}
+
+/// Gradients as SQL text the host computes itself.
+struct SqlText;
+
+impl Placement for SqlText {
+    fn table(&mut self, staged: &Arc<Staged>, k: usize) -> Result<String> {
+        Ok(format!("({})", staged_to_sql(staged, k)?))
+    }
+}
+
+/// [`rewrite_sql`], with every gradient the text asks for placed by `place`.
 pub fn rewrite_sql_with(
     sql: &str,
     tables: Catalog,
     options: &AutogradOptions,
-    place: &mut dyn FnMut(&Staged) -> Result<String>,
+    place: &mut dyn Placement,
 ) -> Result<String> {
     with_room(|| {
         let tokens = Tokenizer::new(&GenericDialect {}, sql)
             .tokenize_with_location()
             .map_err(|e| plan_datafusion_err!("cannot read the SQL text: {e}"))?;
         let offsets = ByteOffsets::new(sql);
-        let mut out = String::with_capacity(sql.len());
-        let mut copied = 0;
-        for call in calls(&tokens)? {
+        let calls = calls(&tokens)?;
+        let mut whole = WholeQuery::new(sql, &offsets, tables, options);
+        let mut pieces = vec![];
+        for call in &calls {
             let start = offsets.of(call.start);
             let end = offsets.of(call.end);
-            out.push_str(&sql[copied..start]);
-            match &call.kind {
-                CallKind::Marker => {
-                    out.push('(');
-                    out.push_str(&expand_sql(&sql[start..end], options)?);
-                    out.push(')');
-                }
+            let text = match &call.kind {
+                CallKind::Marker if call.reads_a_query => Piece::Deferred(whole.marker(start, end)?),
+                CallKind::Marker => Piece::Text(format!("({})", expand_sql(&sql[start..end], options)?)),
                 CallKind::Gradient { loss, wrt, aliased } => {
-                    out.push_str(&place(&plan_gradients(loss, &[wrt.as_str()], tables, options)?)?);
+                    let staged = Arc::new(plan_gradients(loss, &[wrt.as_str()], tables, options)?);
+                    let mut text = place.table(&staged, 0)?;
                     if !aliased {
-                        out.push_str(" AS ");
-                        out.push_str(GRADIENT);
+                        text.push_str(" AS ");
+                        text.push_str(GRADIENT);
                     }
+                    Piece::Text(text)
                 }
+            };
+            pieces.push((start, end, text));
+        }
+        for (span, text) in whole.joins(place)? {
+            pieces.push((span.start, span.end, Piece::Text(text)));
+        }
+        pieces.sort_by_key(|(start, ..)| *start);
+        let mut out = String::with_capacity(sql.len());
+        let mut copied = 0;
+        for (start, end, piece) in pieces {
+            out.push_str(&sql[copied..start]);
+            match piece {
+                Piece::Text(text) => out.push_str(&text),
+                Piece::Deferred(k) => out.push_str(&whole.finish(k)?),
             }
             copied = end;
         }
         out.push_str(&sql[copied..]);
         Ok(out)
     })
+}
+
+/// What replaces a call: its text, or the number of a whole-query marker
+/// whose text waits for the gradients.
+enum Piece {
+    Text(String),
+    Deferred(usize),
+}
+
+/// The markers over whole queries of one statement, and the gradients they
+/// ask for: one reverse pass per loss, for all its parameters.
+struct WholeQuery<'a> {
+    sql: &'a str,
+    offsets: &'a ByteOffsets<'a>,
+    tables: Catalog<'a>,
+    options: &'a AutogradOptions,
+    scopes: Option<Scopes>,
+    /// Per marker: its derivative's text, with placeholders for the
+    /// subqueries (`__ag_s<n>`, their text) and the derivatives
+    /// (`__ag_s<n>_d`, a request).
+    markers: Vec<(String, Vec<(String, String)>, Vec<(String, usize)>)>,
+    /// The gradients asked for: the loss's text, the parameter
+    /// (`"table.column"`) and the `FROM` table it is read at (in `froms`).
+    requests: Vec<(String, String, usize)>,
+    /// The `FROM` tables gradients are joined to, with their columns.
+    froms: Vec<(FromTable, Vec<String>)>,
+}
+
+impl<'a> WholeQuery<'a> {
+    fn new(sql: &'a str, offsets: &'a ByteOffsets<'a>, tables: Catalog<'a>, options: &'a AutogradOptions) -> Self {
+        Self {
+            sql,
+            offsets,
+            tables,
+            options,
+            scopes: None,
+            markers: vec![],
+            requests: vec![],
+            froms: vec![],
+        }
+    }
+
+    fn scopes(&mut self) -> Result<&Scopes> {
+        if self.scopes.is_none() {
+            let offsets = self.offsets;
+            self.scopes = Some(Scopes::of(self.sql, &|l| offsets.of(l))?);
+        }
+        Ok(self.scopes.as_ref().expect("just made"))
+    }
+
+    /// Reads the marker at `start..end` of the text, whose expression holds
+    /// subqueries, and returns its number.
+    fn marker(&mut self, start: usize, end: usize) -> Result<usize> {
+        let call = &self.sql[start..end];
+        let subqueries = subqueries(call)?;
+        let mut text = String::new();
+        let mut copied = 0;
+        let mut values = vec![];
+        for (n, range) in subqueries.iter().enumerate() {
+            text.push_str(&call[copied..range.start]);
+            let placeholder = format!("__ag_s{}_{n}", self.markers.len());
+            text.push_str(&placeholder);
+            // Markers inside the subquery, written out like any other.
+            let inner = rewrite_sql(strip_parentheses(&call[range.clone()]), self.tables, self.options)?;
+            values.push((placeholder, format!("({inner})")));
+            copied = range.end;
+        }
+        text.push_str(&call[copied..]);
+        let (exprs, _) = plan_scalar(&[&text])?;
+        let expr = exprs.into_iter().next().expect("one expression planned");
+        let Some((derivative, f)) = as_marker(&expr) else {
+            return plan_err!("a marker over a subquery must be a whole marker call, found `{call}`");
+        };
+        let Expr::Column(column) = &f.args[1] else {
+            return plan_err!("the second argument of {} must be a column reference", derivative.usage());
+        };
+        let nested = f.args[0].exists(|e| Ok(as_marker(e).is_some()))?;
+        if nested {
+            return fail!(
+                UnsupportedOperation,
+                "{} over a marker over a subquery asks for the second derivative of a whole \
+                 query, which markers do not form; Hessian-vector products of a whole query: \
+                 ag.hvp",
+                derivative.usage()
+            );
+        }
+        let wrt = f.args[1].clone();
+        let table = self.table_of(column, start)?;
+        let (with, recursive) = self.scopes()?.with_clause(start);
+        let mut derivatives = vec![];
+        let mut replacements = vec![];
+        for ((placeholder, subquery), range) in values.iter().zip(&subqueries) {
+            let loss = format!("{with}{}", strip_parentheses(&call[range.clone()]));
+            let reads = match &table {
+                Some((name, _)) => {
+                    let plan = plan_query(&loss, self.tables)
+                        .map_err(|e| e.context(format!("planning the subquery {subquery}")))?;
+                    reads_table(&plan, name)?
+                }
+                None => false,
+            };
+            let value = Expr::Column(Column::from_name(placeholder));
+            let replacement = match (&table, reads) {
+                (Some((name, from)), true) => {
+                    if recursive {
+                        return plan_err!(
+                            "a marker over a subquery inside a recursive query is not formed: \
+                             the working table is not a table the gradient can read"
+                        );
+                    }
+                    let d = format!("{placeholder}_d");
+                    self.requests.push((loss, format!("{name}.{}", column.name), *from));
+                    derivatives.push((d.clone(), self.requests.len() - 1));
+                    with_derivative(value, Expr::Column(Column::from_name(d)), wrt.clone())
+                }
+                _ => stop_gradient_udf().call(vec![value]),
+            };
+            replacements.push((placeholder.clone(), replacement));
+        }
+        let expr = expr
+            .transform_up(|e| match &e {
+                Expr::Column(c) => match replacements.iter().find(|(p, _)| *p == c.name) {
+                    Some((_, r)) => Ok(Transformed::yes(r.clone())),
+                    None => Ok(Transformed::no(e)),
+                },
+                _ => Ok(Transformed::no(e)),
+            })?
+            .data;
+        let expanded = given_values(expand_markers(expr, ColumnTypes::Unknown, self.options)?)?;
+        self.markers.push((to_sql(&expanded)?, values, derivatives));
+        Ok(self.markers.len() - 1)
+    }
+
+    /// The table `column` is a column of, at byte `at` of the statement: its
+    /// name, and its place in `froms`; `None` when it comes from a derived
+    /// table, a CTE or a view.
+    fn table_of(&mut self, column: &Column, at: usize) -> Result<Option<(String, usize)>> {
+        let tables = self.tables;
+        let from: Vec<FromTable> = self.scopes()?.tables_at(at).to_vec();
+        let mut candidates = vec![];
+        for t in from {
+            let Some(name) = &t.name else { continue };
+            let reference = TableReference::parse_str(name);
+            let refers = t.alias.clone().unwrap_or_else(|| reference.table().to_string());
+            let matches = match &column.relation {
+                Some(q) => q.table() == refers,
+                None => true,
+            };
+            if !matches {
+                continue;
+            }
+            let Some(Relation::Table(schema)) = tables(&reference)? else { continue };
+            if schema.field_with_name(&column.name).is_err() {
+                continue;
+            }
+            let columns = schema.fields().iter().map(|f| f.name().clone()).collect();
+            candidates.push((name.clone(), t, columns));
+        }
+        let (name, from, columns) = match candidates.len() {
+            0 => return Ok(None),
+            1 => candidates.pop().expect("one"),
+            _ => return plan_err!("the column {column} is ambiguous: several tables of the FROM have it; qualify it"),
+        };
+        let at = match self.froms.iter().position(|(f, _)| f.span == from.span) {
+            Some(at) => at,
+            None => {
+                self.froms.push((from, columns));
+                self.froms.len() - 1
+            }
+        };
+        Ok(Some((name, at)))
+    }
+
+    /// The text that replaces each `FROM` table gradients are read at: the
+    /// table, under its own name, joined to the gradients of its rows (one
+    /// row per distinct row of the table: identical rows share one
+    /// gradient), one column each. One reverse pass per loss.
+    fn joins(&self, place: &mut dyn Placement) -> Result<Vec<(Range<usize>, String)>> {
+        let mut factors = vec![String::new(); self.requests.len()];
+        let mut losses: Vec<&str> = self.requests.iter().map(|(l, ..)| l.as_str()).collect();
+        losses.sort();
+        losses.dedup();
+        for loss in losses {
+            let asked: Vec<usize> = (0..self.requests.len()).filter(|&k| self.requests[k].0 == loss).collect();
+            let mut parameters: Vec<&str> = vec![];
+            for &k in &asked {
+                if !parameters.contains(&self.requests[k].1.as_str()) {
+                    parameters.push(&self.requests[k].1);
+                }
+            }
+            let staged = Arc::new(plan_gradients(loss, &parameters, self.tables, self.options)?);
+            for &k in &asked {
+                let result = parameters.iter().position(|p| *p == self.requests[k].1).expect("listed");
+                factors[k] = place.table(&staged, result)?;
+            }
+        }
+        let mut joins = vec![];
+        for (f, (from, columns)) in self.froms.iter().enumerate() {
+            let refers = match (&from.alias_text, &from.name) {
+                (Some(alias), _) => alias.clone(),
+                (None, Some(name)) => name.clone(),
+                (None, None) => unreachable!("a base table has a name"),
+            };
+            let outer = from.alias_text.clone().unwrap_or_else(|| {
+                quoted(TableReference::parse_str(from.name.as_deref().unwrap_or_default()).table())
+            });
+            let mut selected = vec![format!("{refers}.*")];
+            let mut joined = String::new();
+            for (k, factor) in factors.iter().enumerate().filter(|(k, _)| self.requests[*k].2 == f) {
+                let g = format!("__ag_g{k}");
+                let keys: Vec<String> = columns
+                    .iter()
+                    .enumerate()
+                    .map(|(c, name)| format!("__ag_t.{} AS __ag_c{c}", quoted(name)))
+                    .collect();
+                let on: Vec<String> = columns
+                    .iter()
+                    .enumerate()
+                    .map(|(c, name)| format!("({refers}.{} IS NOT DISTINCT FROM {g}.__ag_c{c})", quoted(name)))
+                    .collect();
+                joined.push_str(&format!(
+                    " LEFT JOIN (SELECT DISTINCT {}, __ag_t.grad AS __ag_d FROM {factor} AS __ag_t) AS {g} ON {}",
+                    keys.join(", "),
+                    on.join(" AND ")
+                ));
+                selected.push(format!("{g}.__ag_d AS __ag_d{k}"));
+            }
+            let original = &self.sql[from.span.clone()];
+            joins.push((
+                from.span.clone(),
+                format!("(SELECT {} FROM {original}{joined}) AS {outer}", selected.join(", ")),
+            ));
+        }
+        Ok(joins)
+    }
+
+    /// The text of marker `k`, its placeholders replaced: subqueries by
+    /// their text, derivatives by the column of the `FROM` table they were
+    /// joined to it as.
+    fn finish(&self, k: usize) -> Result<String> {
+        let (text, values, derivatives) = &self.markers[k];
+        let tokens = Tokenizer::new(&GenericDialect {}, text)
+            .tokenize()
+            .map_err(|e| plan_datafusion_err!("cannot read the derivative's text: {e}"))?;
+        let mut out = String::from("(");
+        for token in tokens {
+            let replaced = match &token {
+                Token::Word(w) if w.quote_style.is_none() => values
+                    .iter()
+                    .find(|(p, _)| *p == w.value)
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| {
+                        let (_, r) = derivatives.iter().find(|(d, _)| *d == w.value)?;
+                        let (from, _) = &self.froms[self.requests[*r].2];
+                        let refers = from.alias_text.clone().unwrap_or_else(|| {
+                            quoted(TableReference::parse_str(from.name.as_deref().unwrap_or_default()).table())
+                        });
+                        Some(format!("{refers}.__ag_d{r}"))
+                    }),
+                _ => None,
+            };
+            match replaced {
+                Some(text) => out.push_str(&text),
+                None => out.push_str(&token.to_string()),
+            }
+        }
+        out.push(')');
+        Ok(out)
+    }
 }
 
 /// The derivative of one SQL marker call, as SQL, for a host that will plan it
@@ -107,6 +412,8 @@ struct CallSpan {
     start: Location,
     end: Location,
     kind: CallKind,
+    /// Whether the call's arguments hold a query (`(SELECT …)`).
+    reads_a_query: bool,
 }
 
 enum CallKind {
@@ -169,10 +476,15 @@ fn calls(tokens: &[TokenWithSpan]) -> Result<Vec<CallSpan>> {
                 CallKind::Gradient { loss, wrt, aliased }
             }
         };
+        let reads_a_query = significant[i + 1..close].windows(2).any(|pair| {
+            matches!(pair[0].token, Token::LParen)
+                && matches!(&pair[1].token, Token::Word(w) if w.keyword == Keyword::SELECT || w.keyword == Keyword::WITH)
+        });
         calls.push(CallSpan {
             start: significant[i].span.start,
             end: significant[close].span.end,
             kind,
+            reads_a_query,
         });
         i = close + 1;
     }
@@ -249,4 +561,67 @@ impl<'a> ByteOffsets<'a> {
             .nth(column)
             .map_or(self.sql.len(), |(i, _)| start + i)
     }
+}
+
+/// The byte ranges, within a marker call's text, of its subqueries: each
+/// from its opening parenthesis to its closing one.
+fn subqueries(call: &str) -> Result<Vec<Range<usize>>> {
+    let tokens = Tokenizer::new(&GenericDialect {}, call)
+        .tokenize_with_location()
+        .map_err(|e| plan_datafusion_err!("cannot read the SQL text: {e}"))?;
+    let offsets = ByteOffsets::new(call);
+    let significant: Vec<&TokenWithSpan> = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .collect();
+    let mut ranges = vec![];
+    let mut i = 0;
+    while i + 1 < significant.len() {
+        let opens = matches!(significant[i].token, Token::LParen)
+            && matches!(&significant[i + 1].token, Token::Word(w) if w.keyword == Keyword::SELECT || w.keyword == Keyword::WITH);
+        if opens {
+            let Some(close) = closing_parenthesis(&significant, i) else {
+                return plan_err!("unbalanced parentheses in `{call}`");
+            };
+            ranges.push(offsets.of(significant[i].span.start)..offsets.of(significant[close].span.end));
+            i = close + 1;
+        } else {
+            i += 1;
+        }
+    }
+    Ok(ranges)
+}
+
+/// `(query)` without its outer parentheses.
+fn strip_parentheses(text: &str) -> &str {
+    text.trim()
+        .strip_prefix('(')
+        .and_then(|t| t.strip_suffix(')'))
+        .unwrap_or(text)
+}
+
+/// A marker call, as planned.
+fn as_marker(expr: &Expr) -> Option<(Derivative, &ScalarFunction)> {
+    match expr {
+        Expr::ScalarFunction(f) => Derivative::from_name(f.func.name()).map(|d| (d, f)),
+        _ => None,
+    }
+}
+
+/// Whether `plan` reads the table called `name`.
+fn reads_table(plan: &LogicalPlan, name: &str) -> Result<bool> {
+    let table = TableReference::parse_str(name).resolve("datafusion", "public");
+    let mut found = false;
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            found |= scan.table_name.clone().resolve("datafusion", "public") == table;
+        }
+        Ok(if found { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+    })?;
+    Ok(found)
+}
+
+/// An identifier as SQL text, quoted.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }

@@ -11,7 +11,7 @@ use super::plan::plan_query;
 use crate::catalog::{Catalog, Relation};
 use crate::error::fail;
 use crate::options::AutogradOptions;
-use crate::relational::{gradients, Parameter, Staged};
+use crate::relational::{gradients, hvp, Direction, Parameter, Staged};
 use crate::stack::with_room;
 
 /// The gradient of the loss query `loss` with respect to `wrt`
@@ -98,4 +98,37 @@ pub(crate) fn staged_to_sql(staged: &Staged, k: usize) -> Result<String> {
         .map(|s| (s.name.as_str(), &s.plan))
         .collect();
     plans_to_sql(&named, &staged.results[k])
+}
+
+/// The direction of a Hessian-vector product, as SQL text gives it.
+#[derive(Clone, Debug)]
+pub enum Along {
+    /// The same amount at every row.
+    Everywhere(f64),
+    /// A query of the table's other columns and a DOUBLE column `tangent`.
+    Rows(String),
+}
+
+/// [`relational::hvp`](crate::relational::hvp) of the loss query `loss`
+/// with respect to `wrt` (`"<table>.<column>"`) along `along`, planned over
+/// the relations `tables` knows: one result with every row of the table,
+/// all its columns, `grad` and `hvp`.
+pub fn plan_hvp(
+    loss: &str,
+    wrt: &str,
+    along: &Along,
+    tables: Catalog,
+    options: &AutogradOptions,
+) -> Result<Staged> {
+    with_room(|| {
+        let loss = plan_loss(loss, tables)?;
+        let parameter = parameter(wrt, tables)?;
+        let direction = match along {
+            Along::Everywhere(v) => Direction::Everywhere(*v),
+            Along::Rows(query) => Direction::Rows(
+                plan_query(query, tables).map_err(|e| e.context("hvp(): planning the tangent query"))?,
+            ),
+        };
+        hvp(&loss, &parameter, &direction, options)
+    })
 }

@@ -15,12 +15,13 @@ mod check;
 pub(crate) mod dialect;
 mod emit;
 mod gradient;
+mod scopes;
 pub(crate) mod plan;
 
 pub use check::{check_grad, check_grad_sql, GradCheck};
 pub use dialect::Dialect;
 pub use emit::plan_to_sql;
-pub use gradient::{gradient_sql, plan_gradients};
+pub use gradient::{gradient_sql, plan_gradients, plan_hvp, Along};
 pub(crate) use emit::to_sql;
 pub(crate) use plan::plan_scalar;
 

@@ -181,3 +181,33 @@ async fn what_is_refused_is_named() {
     assert!(derived.iter().all(|d| (d - 1.75).abs() < 1e-12), "{derived:?}");
 }
 
+
+/// The SQL text `rewrite_sql` writes for a host without the markers — the
+/// loss's gradient joined to the table it is read at — gives the same.
+#[tokio::test]
+async fn as_sql_text_for_a_plain_host() {
+    use datafusion_autograd::{rewrite_sql, Relation};
+    let ctx = context();
+    regression(&ctx).await;
+    let plain = SessionContext::new();
+    regression(&plain).await;
+    let catalog = |table: &datafusion_common::TableReference| {
+        let df = futures::executor::block_on(plain.table(table.table())).ok();
+        Ok(df.map(|df| Relation::Table(std::sync::Arc::new(df.schema().as_arrow().clone()))))
+    };
+    for statement in [
+        format!("WITH loss AS ({LOSS}) SELECT i, w - 0.05 * grad((SELECT l FROM loss), w) AS w FROM w ORDER BY i"),
+        "SELECT q.i, grad(q.w * (SELECT SUM(w * w) FROM w), q.w) AS g FROM w AS q ORDER BY q.i".to_string(),
+        format!("WITH loss AS ({LOSS}) SELECT AVG(vjp((SELECT l FROM loss), w, 2.0)) FROM w"),
+    ] {
+        let text = rewrite_sql(&statement, &catalog, &Default::default()).unwrap();
+        let native = rows(&ctx, &statement).await;
+        let written = rows(&plain, &text).await;
+        assert_eq!(native.len(), written.len(), "{text}");
+        for (a, b) in native.iter().zip(&written) {
+            for (x, y) in a.iter().zip(b) {
+                assert_close(y.unwrap(), x.unwrap(), 1e-12, &text);
+            }
+        }
+    }
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::provider_as_source;
 use datafusion_autograd::relational::Staged;
-use datafusion_autograd::{plan_gradients, GradientTable, Relation};
+use datafusion_autograd::{plan_gradients, plan_hvp, Along, GradientTable, Placement, Relation};
 use datafusion_common::{plan_datafusion_err, Result, TableReference};
 use datafusion_expr::TableSource;
 use pyo3::prelude::*;
@@ -100,9 +100,10 @@ pub(crate) fn gradients(
 static REGISTERED: AtomicUsize = AtomicUsize::new(0);
 
 /// `sql` with every grad/jvp/vjp call replaced by its derivative, and every
-/// `gradient(...)` call by the name of a table to register on the host
-/// while the statement is planned: returns the text and `(name, table)`
-/// pairs. `tables` and `fetch` are as for `gradients`.
+/// gradient it asks for (a `gradient(...)` call, or a marker over a whole
+/// query) read from a table to register on the host while it plans the
+/// statement: returns the text and `(name, table)` pairs. `tables` and
+/// `fetch` are as for `gradients`.
 #[pyfunction]
 #[pyo3(signature = (sql, tables, fetch, max_derivative_nodes=None))]
 pub(crate) fn bridge_sql(
@@ -114,14 +115,74 @@ pub(crate) fn bridge_sql(
     let catalog = |table: &TableReference| relation(Some(&tables), table);
     let options = options(max_derivative_nodes);
     let fetch = Arc::new(fetch);
-    let mut registered = vec![];
+    let mut host = Host {
+        catalog: &tables,
+        fetch: &fetch,
+        registered: vec![],
+        bound: vec![],
+    };
     let text = engine("bridge_sql", || {
-        datafusion_autograd::rewrite_sql_with(sql, &catalog, &options, &mut |staged| {
-            let name = format!("__ag_gradient{}", REGISTERED.fetch_add(1, Ordering::Relaxed));
-            let mut results = gradient_tables(staged, &tables, &fetch)?;
-            registered.push((name.clone(), results.remove(0)));
-            Ok(name)
-        })
+        datafusion_autograd::rewrite_sql_with(sql, &catalog, &options, &mut host)
     })?;
-    Ok((text, registered))
+    Ok((text, host.registered))
+}
+
+/// The gradients of one statement, as the host will read them.
+struct Host<'a, 'py> {
+    catalog: &'a Bound<'py, PyAny>,
+    fetch: &'a Arc<Py<PyAny>>,
+    registered: Vec<(String, Gradient)>,
+    /// Each pass's tables, by the pass, so that its results share it.
+    bound: Vec<(Arc<Staged>, Vec<Arc<dyn TableProvider>>)>,
+}
+
+impl Placement for Host<'_, '_> {
+    fn table(&mut self, staged: &Arc<Staged>, k: usize) -> Result<String> {
+        let known = self.bound.iter().position(|(s, _)| Arc::ptr_eq(s, staged));
+        let tables = match known {
+            Some(at) => &self.bound[at].1,
+            None => {
+                let tables = gradient_tables(staged, self.catalog, self.fetch)?
+                    .into_iter()
+                    .map(|g| g.table)
+                    .collect();
+                self.bound.push((Arc::clone(staged), tables));
+                &self.bound.last().expect("just pushed").1
+            }
+        };
+        let name = format!("__ag_gradient{}", REGISTERED.fetch_add(1, Ordering::Relaxed));
+        let table = Gradient {
+            table: Arc::clone(&tables[k]),
+        };
+        self.registered.push((name.clone(), table));
+        Ok(name)
+    }
+}
+
+/// The Hessian-vector product of the loss query with respect to `wrt`
+/// along `tangent`: a number (the same at every row) or a SQL query of the
+/// table's other columns and `tangent`. The table it returns has every row
+/// of the parameter's table, all its columns, `grad` and `hvp`.
+#[pyfunction]
+#[pyo3(signature = (loss, wrt, tangent, tables, fetch, max_derivative_nodes=None))]
+pub(crate) fn hvp(
+    loss: &str,
+    wrt: &str,
+    tangent: Bound<'_, PyAny>,
+    tables: Bound<'_, PyAny>,
+    fetch: Py<PyAny>,
+    max_derivative_nodes: Option<usize>,
+) -> PyResult<Gradient> {
+    let catalog = |table: &TableReference| relation(Some(&tables), table);
+    let options = options(max_derivative_nodes);
+    let fetch = Arc::new(fetch);
+    let along = match tangent.extract::<f64>() {
+        Ok(v) => Along::Everywhere(v),
+        Err(_) => Along::Rows(tangent.extract::<String>()?),
+    };
+    engine("hvp", || {
+        let staged = plan_hvp(loss, wrt, &along, &catalog, &options)?;
+        let mut tables = gradient_tables(&staged, &tables, &fetch)?;
+        Ok(tables.remove(0))
+    })
 }

@@ -155,6 +155,32 @@ marker_class!(
     )
 );
 
+/// `stop_gradient(expression)`: the value of `expression`, through which no
+/// derivative passes.
+#[pyclass(name = "StopGradientUDF", module = "datafusion_autograd._native", frozen)]
+pub struct StopGradientUDF;
+
+#[pymethods]
+impl StopGradientUDF {
+    #[new]
+    fn new() -> Self {
+        Self
+    }
+
+    /// The function as datafusion-ffi's scalar UDF, for `ScalarUDF.from_pycapsule`.
+    fn __datafusion_scalar_udf__<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyCapsule>> {
+        PyCapsule::new_with_value(
+            py,
+            FFI_ScalarUDF::from(datafusion_autograd::stop_gradient_udf()),
+            c"datafusion_scalar_udf",
+        )
+    }
+
+    fn __repr__(&self) -> &'static str {
+        "StopGradientUDF()"
+    }
+}
+
 /// What the marker called `name` computes, in one line.
 #[pyfunction]
 fn summary(name: &str) -> PyResult<&'static str> {
@@ -323,6 +349,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<GradUDF>()?;
     m.add_class::<JvpUDF>()?;
     m.add_class::<VjpUDF>()?;
+    m.add_class::<StopGradientUDF>()?;
+    m.add_function(wrap_pyfunction!(gradient::hvp, m)?)?;
     m.add_function(wrap_pyfunction!(differentiate, m)?)?;
     m.add_function(wrap_pyfunction!(check_grad_sql, m)?)?;
     m.add_class::<gradient::Gradient>()?;
