@@ -28,3 +28,20 @@ def arguments(doc: str, quick: str, draws: bool = False, argv: Sequence[str] | N
     if draws:
         parser.add_argument("--out", type=Path, default=RESULTS, help=f"directory for the plots (default {RESULTS})")
     return vars(parser.parse_args(argv))
+
+
+def require_release_build() -> None:
+    """Stops a full benchmark run that would time a debug build of the extension.
+
+    ``maturin develop`` (what ``scripts/dev.sh setup`` runs) builds the test
+    profile, without optimisations, several times slower than a release build;
+    timings of it say nothing about the engine.
+    """
+    from datafusion_autograd import _native
+
+    if not _native.OPTIMIZED:
+        raise SystemExit(
+            "the installed datafusion_autograd extension is a debug build; build a release one first:\n"
+            "    VIRTUAL_ENV=$PWD/.venv .venv/bin/maturin develop --release --locked\n"
+            "(and run `bash scripts/dev.sh setup` afterwards to go back to the test build)"
+        )

@@ -34,13 +34,14 @@ run in order by Python, which only sequences them:
 The test-set loss and accuracy come from the same forward pass and metrics,
 run with the whole test set as the batch.
 
-The same network is also trained with its backward pass formed by
-``gradient()`` (``sql/mlp_gradient/``): the model's whole state is one table
-``params(tensor, i, j, w)`` (weights, biases and the step counter), the loss is
-the forward pass only (``loss.sql``), and a training step is one statement,
-``CREATE OR REPLACE TABLE params AS SELECT … w − lr·grad … FROM
-gradient('<loss>', 'params.w')`` (``step.sql``). Nothing in it is a derivative.
-Its test-set metrics come from the hand-wired forward pass, run on its weights.
+The same network is also trained with its backward pass formed by the engine
+(``sql/mlp_gradient/``), on the same tables ``w1``, ``b1``, ``w2``, ``b2``: one
+statement, ``backward.sql``, holds the forward pass as its CTE ``loss`` and
+selects every parameter beside ``grad((SELECT l FROM loss), w)`` — the four
+tables' gradients from one reverse pass, the batch loss as one more row — and
+``update.sql`` moves each table against its gradient. Nothing in it is a
+derivative. Its test-set metrics come from the hand-wired forward pass, run on
+its tables.
 
 A numpy network with the same seeded initialisation (uniform ±1/√fan_in), the
 same learning rate and the same mini-batches, whose gradients are the usual
@@ -81,8 +82,8 @@ Params = dict[str, Array]
 BACKWARD_NOTE = (
     "Backward pass, hand-wired: every local derivative is a vjp() in SQL, the softmax–cross-entropy "
     "delta included (nothing is differentiated by hand); joins carry cotangents between "
-    "relations and GROUP BY SUM accumulates them. Backward pass, gradient(): none written; one "
-    "statement per step differentiates the forward pass."
+    "relations and GROUP BY SUM accumulates them. Backward pass, grad over the loss: none written; "
+    "one statement per step differentiates the forward pass, its CTE, by every parameter table."
 )
 
 # SQL statements one training step runs, besides reading its loss back.
@@ -90,7 +91,7 @@ HAND_WIRED_STATEMENTS = sum(
     len(statements(f"mlp_digits/{name}"))
     for name in ("select_batch", "hidden_layer", "output_layer", "output_grad", "hidden_grad", "updates", "next_step")
 )
-GRADIENT_STATEMENTS = len(statements("mlp_gradient/step"))
+GRADIENT_STATEMENTS = len(statements("mlp_gradient/backward")) + len(statements("mlp_gradient/update"))
 
 
 @dataclass(frozen=True)
@@ -248,30 +249,23 @@ class SqlMlp:
 
 
 class GradientMlp(SqlMlp):
-    """The network as one parameter table; each step is one statement, its backward pass formed by ``gradient()``."""
-
-    def __init__(self, params: Params, split: Split, schedule: list[Array], lr: float) -> None:
-        super().__init__(params, split, schedule, lr)
-        self.ctx.register_record_batches("params", [[pa.RecordBatch.from_pydict(parameter_table(params))]])
-        self.loss = statement("mlp_gradient/loss")
-        quoted = "'" + self.loss.replace("'", "''") + "'"
-        self.statements = [text.replace("{loss}", quoted) for text in statements("mlp_gradient/step")]
+    """The same tables; each step is one backward statement whose loss is a CTE, and the updates."""
 
     def step(self) -> float:
-        """One gradient step on the batch of the step counter; returns the loss before it."""
-        loss = self._row(self.loss)["loss"]
-        for text in self.statements:
-            self.ctx.sql(text).collect()
+        """One gradient step on the batch of ``hyper.step``; returns the loss before it."""
+        self._execute("mlp_gradient/backward")
+        loss = self._row("SELECT value AS loss FROM gradients WHERE tensor = 'loss'")["loss"]
+        self._execute("mlp_gradient/update")
         return loss
 
-    def evaluate(self) -> tuple[float, float]:
-        """(loss, accuracy) on the test set, by the hand-wired forward pass on these weights."""
-        self._execute("mlp_gradient/weights")
-        return super().evaluate()
-
-    def params(self) -> Params:
-        self._execute("mlp_gradient/weights")
-        return super().params()
+    def gradients(self) -> Params:
+        """The gradients of the last backward pass, shaped like ``init_params``'."""
+        found = self.ctx.sql("SELECT tensor, i, j, grad FROM gradients WHERE tensor <> 'loss'").to_pydict()
+        shapes = {"w1": (FEATURES, HIDDEN), "b1": (HIDDEN,), "w2": (HIDDEN, CLASSES), "b2": (CLASSES,)}
+        out = {name: np.full(shape, np.nan) for name, shape in shapes.items()}
+        for tensor, i, j, grad in zip(found["tensor"], found["i"], found["j"], found["grad"]):
+            out[tensor][(i, j) if tensor.startswith("w") else (j,)] = grad
+        return out
 
 
 class NumpyMlp:
@@ -288,21 +282,26 @@ class NumpyMlp:
         shifted = logits - logits.max(axis=1, keepdims=True)
         return hidden, shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
-    def step(self, x: Array, onehot: Array) -> float:
-        """One gradient step on (x, onehot); returns the loss before it."""
-        n = len(x)
-        hidden, logp = self.forward(x)
-        delta_out = (np.exp(logp) - onehot) / n
+    def gradients(self, x: Array, onehot: Array) -> Params:
+        """The mean cross-entropy's gradient on (x, onehot), by backpropagation."""
+        return self._backward(x, onehot, *self.forward(x))
+
+    def _backward(self, x: Array, onehot: Array, hidden: Array, logp: Array) -> Params:
+        delta_out = (np.exp(logp) - onehot) / len(x)
         delta_hidden = (delta_out @ self.params["w2"].T) * (1.0 - hidden**2)
-        grads = {
+        return {
             "w1": x.T @ delta_hidden,
             "b1": delta_hidden.sum(axis=0),
             "w2": hidden.T @ delta_out,
             "b2": delta_out.sum(axis=0),
         }
-        for name, grad in grads.items():
+
+    def step(self, x: Array, onehot: Array) -> float:
+        """One gradient step on (x, onehot); returns the loss before it."""
+        hidden, logp = self.forward(x)
+        for name, grad in self._backward(x, onehot, hidden, logp).items():
             self.params[name] -= self.lr * grad
-        return float(-np.sum(onehot * logp) / n)
+        return float(-np.sum(onehot * logp) / len(x))
 
     def evaluate(self, x: Array, labels: Array) -> tuple[float, float]:
         """(loss, accuracy) on (x, labels)."""
@@ -387,13 +386,13 @@ def plot(run: Run, path: Path) -> None:
     # Step t's batch loss is measured at the weights after t updates, like an evaluation after t.
     steps = np.arange(len(sql.losses))
     losses.plot(steps, sql.losses, label="SQL, hand-wired: batch loss", linewidth=1.5)
-    losses.plot(steps, run.gradient.losses, ":", label="SQL, gradient(): batch loss", linewidth=1.5)
+    losses.plot(steps, run.gradient.losses, ":", label="SQL, grad over the loss: batch loss", linewidth=1.5)
     losses.plot(steps, reference.losses, "--", label="numpy: batch loss", linewidth=1)
     losses.plot(evaluated, sql.test_losses, "o-", label="SQL: test loss", markersize=3)
     losses.set(xlabel="updates done", ylabel="cross-entropy", yscale="log", title="Loss")
     losses.legend()
     accuracy.plot(evaluated, sql.test_accuracies, "o-", label="SQL, hand-wired", markersize=3)
-    accuracy.plot(evaluated, run.gradient.test_accuracies, "s:", label="SQL, gradient()", markersize=3)
+    accuracy.plot(evaluated, run.gradient.test_accuracies, "s:", label="SQL, grad over the loss", markersize=3)
     accuracy.plot(evaluated, reference.test_accuracies, "x--", label="numpy", markersize=5)
     accuracy.set(xlabel="updates done", ylabel="test accuracy", ylim=(0, 1), title="Test accuracy")
     accuracy.legend(loc="lower right")
@@ -406,11 +405,15 @@ def check_agreement(run: Run) -> dict[str, float]:
     """Both SQL runs are the numpy run: losses at every step and evaluation, and final weights.
 
     Returns the largest relative differences over both, each checked against
-    ``compare.RTOL``; the test accuracies must be equal.
+    ``compare.RTOL``, and each network's own batch-loss difference
+    (``sql_max_rel_loss_diff``, ``gradient_max_rel_loss_diff``); the test
+    accuracies must be equal.
     """
     differences = {"max_rel_loss_diff": 0.0, "max_rel_test_loss_diff": 0.0, "max_rel_param_diff": 0.0}
     reference = run.numpy
-    for name, history, params in (("hand-wired", run.sql, run.sql_params), ("gradient()", run.gradient, run.gradient_params)):
+    own = {}
+    for prefix, name, history, params in (("sql", "hand-wired", run.sql, run.sql_params),
+                                          ("gradient", "grad over the loss", run.gradient, run.gradient_params)):
         np.testing.assert_array_equal(history.test_accuracies, reference.test_accuracies)
         weights = max(max_difference_relative_to_largest(params[key], want) for key, want in run.numpy_params.items())
         found = {
@@ -421,7 +424,8 @@ def check_agreement(run: Run) -> dict[str, float]:
             "max_rel_param_diff": check(f"{name} final weights", weights),
         }
         differences = {key: max(value, found[key]) for key, value in differences.items()}
-    return differences
+        own[f"{prefix}_max_rel_loss_diff"] = found["max_rel_loss_diff"]
+    return {**differences, **own}
 
 
 def report(config: Config, result: dict) -> None:
@@ -443,7 +447,7 @@ def report(config: Config, result: dict) -> None:
     print(
         f"time per step: SQL hand-wired {1e3 * result['sql_step_seconds']:.1f} ms "
         f"({result['hand_wired_statements']} statements), "
-        f"SQL gradient() {1e3 * result['gradient_step_seconds']:.1f} ms "
+        f"SQL grad over the loss {1e3 * result['gradient_step_seconds']:.1f} ms "
         f"({result['gradient_statements']} statement), numpy {1e3 * result['numpy_step_seconds']:.3f} ms"
     )
     print(f"curves: {result['png']}")

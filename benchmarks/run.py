@@ -1,6 +1,6 @@
 """The benchmark suite: every ratio measured side by side in one run.
 
-    .venv/bin/python -m benchmarks.run            # full run, by hand (release build, ~20 min)
+    .venv/bin/python -m benchmarks.run            # full run, by hand (release build, ~30 min)
     .venv/bin/python -m benchmarks.run --quick    # smoke run, part of the test command
     .venv/bin/python -m benchmarks.run --keep-p6  # full run, P6's numbers kept from the last one
 
@@ -11,10 +11,13 @@
 - P4  nesting depth: derivative size, planning and execution time (Rust, criterion);
 - P5  planning overhead per marker: native in-planner, in-planner across FFI (Rust,
       criterion, the cdylib loaded with dlopen), and the Python SQL bridge;
-- P6  one training step of the digits MLP, SQL against numpy.
+- P6  one training step of the digits MLP, SQL against numpy;
+- P7  a whole query's gradient against its loss, the peer ddx and numpy
+      (``benchmarks.gradient_cost``).
 
 Timings in Python are interleaved (every variant once per round, the order rotating),
-reported as median and min–max. The full run writes ``benchmarks/results/`` and the
+reported as median and min–max; the Rust benches (P4, P5) are criterion groups, run one
+after another. A full run refuses a debug build of the extension. The full run writes ``benchmarks/results/`` and the
 results section of ``benchmarks/README.md``; ``--quick`` writes ``benchmarks/results/quick/``.
 """
 
@@ -38,8 +41,8 @@ import numpy as np
 import pyarrow as pa
 from datafusion import SessionContext
 
-from benchmarks import mlp_digits
-from benchmarks.cli import RESULTS, arguments
+from benchmarks import gradient_cost, mlp_digits
+from benchmarks.cli import RESULTS, arguments, require_release_build
 from benchmarks.compare import check, max_relative_difference
 from benchmarks.timing import Timing, format_seconds, interleaved
 from datafusion_autograd import AutogradContext, rewrite_sql
@@ -241,7 +244,8 @@ def mlp(quick: bool, out: Path) -> dict:
     run = mlp_digits.main(quick=quick, out=out)
     keys = (
         "steps", "sql_step_seconds", "gradient_step_seconds", "numpy_step_seconds", "test_accuracy",
-        "gradient_test_accuracy", "max_rel_loss_diff", "hand_wired_statements", "gradient_statements",
+        "gradient_test_accuracy", "sql_max_rel_loss_diff", "gradient_max_rel_loss_diff", "hand_wired_statements",
+        "gradient_statements",
     )
     return {key: run[key] for key in keys}
 
@@ -287,7 +291,7 @@ def plot_nesting(sizes: list[dict], timings: dict[str, Timing], path: Path) -> N
 
 
 def report(quick: bool, rows: int, host: dict, p1: list[dict], sizes: list[dict], rust: dict[str, Timing],
-           bridge: dict[str, Timing], p6: dict) -> str:
+           bridge: dict[str, Timing], p6: dict, p7: list[gradient_cost.Case]) -> str:
     lines = [f"Measured {time.strftime('%Y-%m-%d')} by `benchmarks/run.py{' --quick' if quick else ''}`.", ""]
     lines += ["| machine | |", "| --- | --- |"] + [f"| {k} | {v} |" for k, v in host.items()] + [""]
 
@@ -331,7 +335,9 @@ def report(quick: bool, rows: int, host: dict, p1: list[dict], sizes: list[dict]
               f"({bridge['rewritten'].span()} for the statement)."]
 
     lines += p6_section(p6)
-    lines += ["", "![P1–P3](results/elementwise.png)", "", "![P4](results/nesting.png)"]
+    lines += gradient_cost.section(p7)
+    lines += ["", "![P1–P3](results/elementwise.png)", "", "![P4](results/nesting.png)", "",
+              "![P7](results/gradient_cost.png)"]
     return "\n".join(lines) + "\n"
 
 
@@ -346,9 +352,9 @@ def p6_section(p6: dict | str) -> list[str]:
               "| backward pass | statements per step | time per step | / numpy | test accuracy | max relative loss difference vs numpy |",
               "| --- | --- | --- | --- | --- | --- |",
               f"| SQL, wired by hand with vjp() | {p6['hand_wired_statements']} | {format_seconds(p6['sql_step_seconds'])} | "
-              f"{p6['sql_step_seconds'] / numpy_step:.0f} | {p6['test_accuracy']:.4f} | {p6['max_rel_loss_diff']:.1e} |",
+              f"{p6['sql_step_seconds'] / numpy_step:.0f} | {p6['test_accuracy']:.4f} | {p6['sql_max_rel_loss_diff']:.1e} |",
               f"| SQL, gradient() | {p6['gradient_statements']} | {format_seconds(p6['gradient_step_seconds'])} | "
-              f"{p6['gradient_step_seconds'] / numpy_step:.0f} | {p6['gradient_test_accuracy']:.4f} | {p6['max_rel_loss_diff']:.1e} |",
+              f"{p6['gradient_step_seconds'] / numpy_step:.0f} | {p6['gradient_test_accuracy']:.4f} | {p6['gradient_max_rel_loss_diff']:.1e} |",
               f"| numpy, derived by hand | — | {format_seconds(numpy_step)} | 1 | — | — |"]
     return lines
 
@@ -362,6 +368,8 @@ def previous_p6() -> str:
 
 
 def main(quick: bool = False, keep_p6: bool = False) -> Path:
+    if not quick:
+        require_release_build()
     out = RESULTS / ("quick" if quick else "")
     out.mkdir(parents=True, exist_ok=True)
     rows, repeats = (200_000, 3) if quick else (10_000_000, 11)
@@ -377,10 +385,12 @@ def main(quick: bool = False, keep_p6: bool = False) -> Path:
     else:
         print("P6: digits MLP", flush=True)
         p6 = mlp(quick, out)
+    p7 = gradient_cost.run(quick)
 
     plot_elementwise(p1, out / "elementwise.png")
     plot_nesting(sizes, rust, out / "nesting.png")
-    markdown = report(quick, rows, host, p1, sizes, rust, bridge, p6)
+    gradient_cost.plot(p7, out / "gradient_cost.png")
+    markdown = report(quick, rows, host, p1, sizes, rust, bridge, p6, p7)
     (out / "RESULTS.md").write_text(markdown)
     if not quick:
         text = README.read_text()

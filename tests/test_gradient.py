@@ -17,7 +17,7 @@ from datafusion import functions as f
 
 import datafusion_autograd as ag
 from benchmarks import mlp_digits
-from benchmarks.sql import statement
+from benchmarks.sql import statements
 
 FEATURES, SAMPLES, CLASSES = 5, 12, 3
 
@@ -124,28 +124,36 @@ def test_softmax_regression_closed_form(regression):
 
 
 def test_mlp_gradient_equals_backpropagation():
-    """The digits network's gradient() against numpy's hand-derived backward pass."""
+    """The digits network's backward statement — grad over its loss CTE, by four tables —
+    against numpy's hand-derived backward pass, and against ag.gradients of the same loss."""
     split = mlp_digits.load_split()
     rng = np.random.default_rng(1)
     params = mlp_digits.init_params(rng)
     schedule = mlp_digits.batch_schedule(rng, len(split.train_x), mlp_digits.QUICK)
     network = mlp_digits.GradientMlp(params, split, schedule, lr=1.0)
-    got = ag.gradient(network.ctx, statement("mlp_gradient/loss"), "params.w").to_pydict()
+    (backward,) = statements("mlp_gradient/backward")
+    network.ctx.sql(backward).collect()
+    found = network.gradients()
     reference = mlp_digits.NumpyMlp(params, lr=1.0)
     batch = schedule[0]
     reference.step(split.train_x[batch], mlp_digits.one_hot(split.train_y[batch]))
     expected = {name: params[name] - reference.params[name] for name in params}
-    found = {name: np.zeros_like(value) for name, value in params.items()}
-    for tensor, i, j, grad in zip(got["tensor"], got["i"], got["j"], got["grad"]):
-        if tensor in ("w1", "w2"):
-            found[tensor][i, j] = grad
-        elif tensor in ("b1", "b2"):
-            found[tensor][j] = grad
-        else:
-            assert tensor == "step" and grad == 0.0
     for name in params:
         scale = np.max(np.abs(expected[name]))
         np.testing.assert_allclose(found[name], expected[name], rtol=1e-9, atol=1e-12 * scale, err_msg=name)
+    # The loss CTE on its own, through ag.gradients: the same four tables from one pass.
+    ctes = backward[backward.index("WITH batch AS") : backward.index("SELECT 'w1'")]
+    loss = f"{ctes} SELECT l FROM loss"
+    tables = {"w1.w": ("i", "j"), "b1.b": ("j",), "w2.w": ("j", "k"), "b2.b": ("k",)}
+    by_table = ag.gradients(network.ctx, loss, list(tables))
+    for parameter, keys in tables.items():
+        got = by_table[parameter].to_pydict()
+        name = parameter.split(".")[0]
+        rebuilt = np.full_like(expected[name], np.nan)
+        for *index, grad in zip(*(got[k] for k in keys), got["grad"]):
+            rebuilt[tuple(index)] = grad
+        scale = np.max(np.abs(found[name]))
+        np.testing.assert_allclose(rebuilt, found[name], rtol=1e-9, atol=1e-12 * scale, err_msg=parameter)
 
 
 # Losses for the operators the bridge prints as SQL, over w(i, w) and x(s, i, v).

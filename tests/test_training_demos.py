@@ -14,7 +14,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from benchmarks import fit, mlp_digits
+from benchmarks import fit, mlp_digits, newton_cg
 from benchmarks.compare import RTOL
 from benchmarks.sql import statements
 
@@ -97,13 +97,15 @@ def test_mlp_test_metrics_and_weights_equal_numpy(training: dict, network: str) 
     assert training["max_rel_param_diff"] <= RTOL
 
 
-def test_mlp_trained_by_gradient_writes_no_derivative() -> None:
-    """The gradient() network's SQL is the forward pass and one statement per step."""
-    sql = "\n".join(statements("mlp_gradient/loss") + statements("mlp_gradient/step"))
-    assert "gradient(" in sql
+def test_mlp_trained_by_grad_over_its_loss_writes_no_derivative() -> None:
+    """That network's SQL is the forward pass as a CTE, one backward statement, and updates."""
+    (backward,) = statements("mlp_gradient/backward")
+    assert backward.count("grad((SELECT l FROM loss), ") == 4
+    assert "WITH batch AS" in backward and "loss AS (" in backward
+    update = "\n".join(statements("mlp_gradient/update"))
     for marker in ("grad(", "jvp(", "vjp("):
-        assert marker not in sql.replace("gradient(", "")
-    assert mlp_digits.GRADIENT_STATEMENTS == 1
+        assert marker not in backward.replace("grad((SELECT l FROM loss), ", "") + update
+    assert mlp_digits.GRADIENT_STATEMENTS == 1 + 5
 
 
 def test_mlp_training_reduces_the_loss(training: dict) -> None:
@@ -141,3 +143,47 @@ def test_mlp_reference_gradient_matches_finite_differences() -> None:
         gradient = value - network.params[name]
         for index in [tuple(rng.integers(0, size) for size in value.shape) for _ in range(3)]:
             np.testing.assert_allclose(gradient[index], central_difference(loss, value, index), rtol=1e-6, atol=1e-10)
+
+
+# --- newton_cg.py -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def newton() -> dict:
+    return newton_cg.main()
+
+
+def test_newton_cg_in_sql_equals_scikit_learn(newton: dict) -> None:
+    assert newton["outer_iterations"] <= newton_cg.MAX_OUTER
+    assert newton["max_rel_coef_diff"] <= newton_cg.RTOL
+    # scikit-learn's fit, redone here, is what the coefficients are measured against.
+    np.testing.assert_allclose(newton["coefficients"], newton_cg.reference(newton_cg.load()), rtol=newton_cg.RTOL)
+    losses = [it.loss for it in newton["history"]]
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:]))
+
+
+def test_newton_cg_never_forms_the_hessian(newton: dict) -> None:
+    """Only products: fewer than one Hessian's worth of columns per outer iteration."""
+    size = newton["coefficients"].size
+    assert 0 < newton["hessian_vector_products"] < size * newton["outer_iterations"]
+
+
+def test_gradient_descent_takes_far_more_iterations(newton: dict) -> None:
+    assert newton["gradient_descent_iterations"] is not None
+    assert newton["gradient_descent_iterations"] > 100 * newton["outer_iterations"]
+
+
+def test_newton_cg_products_equal_the_closed_form_hessian() -> None:
+    """ag.hvp of the SQL loss against Xᵀ diag(p(1 − p)) X + diag(penalty) · d, and the gradient."""
+    problem = newton_cg.load()
+    rng = np.random.default_rng(5)
+    w, d = rng.normal(size=(2, problem.x.shape[1])) * 0.3
+    sql = newton_cg.SqlProblem(problem)
+    sql.set(w)
+    p = 1.0 / (1.0 + np.exp(-(problem.x @ w)))
+    gradient = problem.x.T @ (p - problem.y) + problem.penalised * w
+    hessian = problem.x.T @ (problem.x * (p * (1 - p))[:, None]) + np.diag(problem.penalised)
+    np.testing.assert_allclose(sql.gradient(), gradient, rtol=1e-10)
+    np.testing.assert_allclose(sql.hvp(d), hessian @ d, rtol=1e-10)
+    loss = np.sum(np.log1p(np.exp(problem.x @ w)) - problem.y * (problem.x @ w)) + 0.5 * np.sum(w[:-1] ** 2)
+    np.testing.assert_allclose(sql.loss(), loss, rtol=1e-12)

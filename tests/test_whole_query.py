@@ -78,6 +78,15 @@ def test_composes_with_the_calculus_of_the_row():
     np.testing.assert_allclose(constant, np.full(3, X.sum()), rtol=1e-12)
 
 
+def test_in_filters_and_aggregates():
+    ctx = context()
+    g = 2 / len(Y) * X.T @ residual()
+    kept = ctx.sql(f"WITH loss AS ({LOSS}) SELECT i FROM w WHERE grad((SELECT l FROM loss), w) > 0 ORDER BY i")
+    assert kept.to_pydict()["i"] == [i for i in range(len(W)) if g[i] > 0]
+    summed = ctx.sql(f"WITH loss AS ({LOSS}) SELECT SUM(w * grad((SELECT l FROM loss), w)) AS s FROM w")
+    np.testing.assert_allclose(summed.to_pydict()["s"], [W @ g], rtol=1e-12)
+
+
 def test_several_parameters_from_one_statement_and_one_pass():
     ctx = context()
     got = ctx.sql(

@@ -7,6 +7,7 @@ import pyarrow as pa
 NOT_SIMPLIFIED: str
 DIALECTS: tuple[str, ...]
 HOST_NESTING: int
+OPTIMIZED: bool
 
 class AutogradError(ValueError): ...
 class UnsupportedOperation(AutogradError): ...

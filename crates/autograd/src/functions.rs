@@ -7,8 +7,8 @@ use datafusion::prelude::SessionContext;
 use crate::options::AutogradOptions;
 use datafusion_optimizer::AnalyzerRule;
 
-use crate::table::{GradientFunction, WholeQueryMarkers};
 use crate::forward::udf::{stop_gradient_udf, udfs};
+use crate::table::{GradientFunction, WholeQueryMarkers};
 
 /// Registers `grad`, `jvp`, `vjp` and `stop_gradient`, the table function
 /// `gradient`, the analyzer rule for markers over whole queries
@@ -38,7 +38,12 @@ pub fn register(ctx: &SessionContext) {
         ctx.register_udf(udf.as_ref().clone());
     }
     ctx.register_udtf("gradient", Arc::new(GradientFunction));
-    let analyzed = ctx.state().analyzer().rules.iter().any(|r| r.name() == WholeQueryMarkers.name());
+    let analyzed = ctx
+        .state()
+        .analyzer()
+        .rules
+        .iter()
+        .any(|r| r.name() == WholeQueryMarkers.name());
     if !analyzed {
         ctx.add_analyzer_rule(Arc::new(WholeQueryMarkers));
     }

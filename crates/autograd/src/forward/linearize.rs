@@ -136,7 +136,10 @@ impl<'a> Linearizer<'a> {
             return Ok(Tangent::Zero);
         }
         let Some(rule) = rules::rule(name) else {
-            return fail!(UnsupportedOperation, "no derivative rule for '{name}' (in `{out}`)");
+            return fail!(
+                UnsupportedOperation,
+                "no derivative rule for '{name}' (in `{out}`)"
+            );
         };
         rule(&Call::new(name, args, &tangents, out))
     }
@@ -174,7 +177,10 @@ impl<'a> Linearizer<'a> {
         if to.is_numeric() {
             return Ok(du);
         }
-        fail!(UnsupportedOperation, "cannot differentiate through a cast to {to} (in `{u}`)")
+        fail!(
+            UnsupportedOperation,
+            "cannot differentiate through a cast to {to} (in `{u}`)"
+        )
     }
 
     /// `CASE` keeps its conditions and differentiates every result branch.

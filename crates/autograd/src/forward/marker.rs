@@ -11,10 +11,10 @@ use datafusion_optimizer::analyzer::type_coercion::TypeCoercionRewriter;
 use crate::error::fail;
 use crate::forward::condition::is_condition;
 use crate::forward::linearize::Linearizer;
-use crate::options::AutogradOptions;
 use crate::forward::reals::{as_real, ColumnTypes};
-use crate::stack::with_room_for;
 use crate::forward::tangent::Tangent;
+use crate::options::AutogradOptions;
+use crate::stack::with_room_for;
 
 /// One line per marker, the single source of the Rust docs, the Python
 /// docstrings and the markers' `documentation()`.

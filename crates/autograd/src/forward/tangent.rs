@@ -110,7 +110,9 @@ impl Term {
         rights
             .into_iter()
             .rev()
-            .fold(innermost, |t, right| t.product(&Term::number_or_factor(right)))
+            .fold(innermost, |t, right| {
+                t.product(&Term::number_or_factor(right))
+            })
             .scaled(sign)
     }
 
@@ -131,7 +133,12 @@ impl Term {
         Term {
             coefficient: self.coefficient * other.coefficient,
             factors: self.factors.iter().chain(&other.factors).cloned().collect(),
-            divisors: self.divisors.iter().chain(&other.divisors).cloned().collect(),
+            divisors: self
+                .divisors
+                .iter()
+                .chain(&other.divisors)
+                .cloned()
+                .collect(),
             size: self.size + other.size,
         }
     }
@@ -140,8 +147,18 @@ impl Term {
     fn quotient(&self, other: &Term) -> Term {
         Term {
             coefficient: self.coefficient / other.coefficient,
-            factors: self.factors.iter().chain(&other.divisors).cloned().collect(),
-            divisors: self.divisors.iter().chain(&other.factors).cloned().collect(),
+            factors: self
+                .factors
+                .iter()
+                .chain(&other.divisors)
+                .cloned()
+                .collect(),
+            divisors: self
+                .divisors
+                .iter()
+                .chain(&other.factors)
+                .cloned()
+                .collect(),
             size: self.size + other.size,
         }
     }
@@ -216,13 +233,14 @@ fn same_multiset(a: &[Expr], b: &[Expr]) -> bool {
         return false;
     }
     let mut unmatched: Vec<&Expr> = b.iter().collect();
-    a.iter().all(|x| match unmatched.iter().position(|y| *y == x) {
-        Some(i) => {
-            unmatched.swap_remove(i);
-            true
-        }
-        None => false,
-    })
+    a.iter()
+        .all(|x| match unmatched.iter().position(|y| *y == x) {
+            Some(i) => {
+                unmatched.swap_remove(i);
+                true
+            }
+            None => false,
+        })
 }
 
 impl Tangent {
@@ -361,7 +379,11 @@ impl Tangent {
     /// `self + other`, like terms collected.
     pub fn plus(&self, other: &Tangent) -> Tangent {
         let (Tangent::Sum(a), Tangent::Sum(b)) = (self, other) else {
-            return if self.is_zero() { other.clone() } else { self.clone() };
+            return if self.is_zero() {
+                other.clone()
+            } else {
+                self.clone()
+            };
         };
         let mut terms = a.clone();
         for t in b {

@@ -17,9 +17,9 @@ use datafusion_expr::{
 };
 
 use crate::forward::marker::Derivative;
+use crate::forward::reals::ColumnTypes;
 use crate::forward::rules::WITH_DERIVATIVE;
 use crate::options::AutogradOptions;
-use crate::forward::reals::ColumnTypes;
 
 /// The words every marker's error contains when it reaches execution, because
 /// its host never called `simplify`. Hosts test for them to tell that case
@@ -238,7 +238,10 @@ impl StopGradient {
         .build();
         Self {
             signature: Signature::one_of(
-                vec![TypeSignature::Any(1), TypeSignature::Exact(vec![DataType::Float64])],
+                vec![
+                    TypeSignature::Any(1),
+                    TypeSignature::Exact(vec![DataType::Float64]),
+                ],
                 Volatility::Immutable,
             ),
             documentation,
@@ -259,7 +262,10 @@ impl ScalarUDFImpl for StopGradient {
         match arg_types {
             [t] if t.is_numeric() || t.is_null() => Ok(t.clone()),
             [t] => plan_err!("stop_gradient(expression) takes a number, found {t}"),
-            _ => plan_err!("stop_gradient(expression) takes 1 argument, got {}", arg_types.len()),
+            _ => plan_err!(
+                "stop_gradient(expression) takes 1 argument, got {}",
+                arg_types.len()
+            ),
         }
     }
 
@@ -324,9 +330,9 @@ pub(crate) fn with_derivative(value: Expr, derivative: Expr, column: Expr) -> Ex
 pub(crate) fn given_values(expr: Expr) -> Result<Expr> {
     use datafusion_common::tree_node::{Transformed, TreeNode};
     expr.transform_up(|e| match e {
-        Expr::ScalarFunction(f) if f.func.name() == WITH_DERIVATIVE => {
-            Ok(Transformed::yes(f.args.into_iter().next().expect("three arguments")))
-        }
+        Expr::ScalarFunction(f) if f.func.name() == WITH_DERIVATIVE => Ok(Transformed::yes(
+            f.args.into_iter().next().expect("three arguments"),
+        )),
         other => Ok(Transformed::no(other)),
     })
     .map(|t| t.data)

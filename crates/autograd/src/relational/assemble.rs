@@ -6,7 +6,9 @@ use datafusion::functions_aggregate::count::count_udaf;
 use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion_common::{Column, NullEquality, Result, ScalarValue};
 use datafusion_expr::expr::WindowFunction;
-use datafusion_expr::{lit, when, Expr, ExprFunctionExt, JoinType, LogicalPlan, LogicalPlanBuilder};
+use datafusion_expr::{
+    lit, when, Expr, ExprFunctionExt, JoinType, LogicalPlan, LogicalPlanBuilder,
+};
 
 use super::augment::{contribution_column, join, rename, selected, CONTRIBUTION};
 use super::backprop::Backprop;
@@ -93,10 +95,13 @@ fn project_gradient(
         Some((seed, value)) => {
             let undefined = bp.fresh("undefined");
             let flag = LogicalPlanBuilder::from(seed.clone())
-                .project([Expr::Column(value.clone()).is_null().alias(undefined.name.clone())])?
+                .project([Expr::Column(value.clone())
+                    .is_null()
+                    .alias(undefined.name.clone())])?
                 .build()?;
             let plan = LogicalPlanBuilder::from(plan).cross_join(flag)?.build()?;
-            let grad = when(Expr::Column(undefined), lit(ScalarValue::Float64(None))).otherwise(grad)?;
+            let grad =
+                when(Expr::Column(undefined), lit(ScalarValue::Float64(None))).otherwise(grad)?;
             (plan, grad)
         }
         None => (plan, grad),

@@ -30,8 +30,7 @@ use datafusion_expr::logical_plan::{
 };
 use datafusion_expr::{
     lit, when, Expr, ExprFunctionExt, JoinType, LogicalPlan, LogicalPlanBuilder, TableScan,
-    WindowFrameBound,
-    WindowFunctionDefinition,
+    WindowFrameBound, WindowFunctionDefinition,
 };
 
 use super::augment::join;
@@ -49,7 +48,7 @@ use crate::options::AutogradOptions;
 #[derive(Clone, Debug)]
 pub enum Direction {
     Everywhere(f64),
-    Rows(LogicalPlan),
+    Rows(Box<LogicalPlan>),
 }
 
 /// The name of the tangent column of a relation the direction is given by.
@@ -101,7 +100,11 @@ pub(crate) struct Forward<'a> {
 }
 
 impl<'a> Forward<'a> {
-    pub fn new(parameter: &'a Parameter, direction: &'a Direction, options: &'a AutogradOptions) -> Self {
+    pub fn new(
+        parameter: &'a Parameter,
+        direction: &'a Direction,
+        options: &'a AutogradOptions,
+    ) -> Self {
         Self {
             parameter,
             direction,
@@ -129,8 +132,12 @@ impl<'a> Forward<'a> {
             }
             let name = format!("{}_t", stage.name);
             let scan = stage_scan(&name, &dual.plan)?;
-            self.stages.insert(stage.name.clone(), (name.clone(), scan, dual.tangents));
-            stages.push(Stage { name, plan: dual.plan });
+            self.stages
+                .insert(stage.name.clone(), (name.clone(), scan, dual.tangents));
+            stages.push(Stage {
+                name,
+                plan: dual.plan,
+            });
         }
         let mut results = vec![];
         let mut tangents = vec![];
@@ -165,7 +172,10 @@ impl<'a> Forward<'a> {
             LogicalPlan::Projection(p) => self.projection(p, one(inputs)),
             LogicalPlan::Filter(f) => {
                 let input = one(inputs);
-                let plan = LogicalPlan::Filter(Filter::try_new(f.predicate.clone(), Arc::new(input.plan))?);
+                let plan = LogicalPlan::Filter(Filter::try_new(
+                    f.predicate.clone(),
+                    Arc::new(input.plan),
+                )?);
                 Ok(Dual::new(plan, input.tangents))
             }
             LogicalPlan::Sort(s) => {
@@ -210,7 +220,12 @@ impl<'a> Forward<'a> {
                 unreachable!("a stage is read by a scan")
             };
             // Read under the old stage's name, so that what reads it finds its columns.
-            let plan = LogicalPlanBuilder::scan(scan.table_name.clone(), Arc::clone(&extended.source), None)?.build()?;
+            let plan = LogicalPlanBuilder::scan(
+                scan.table_name.clone(),
+                Arc::clone(&extended.source),
+                None,
+            )?
+            .build()?;
             let tangents = tangents.clone();
             return Ok(match &scan.projection {
                 None => Dual::new(plan, tangents),
@@ -233,23 +248,33 @@ impl<'a> Forward<'a> {
         if !self.parameter.is_scanned_by(scan) {
             return Ok(Dual::constant(node.clone()));
         }
-        let full = LogicalPlanBuilder::scan(scan.table_name.clone(), Arc::clone(&scan.source), None)?.build()?;
+        let full =
+            LogicalPlanBuilder::scan(scan.table_name.clone(), Arc::clone(&scan.source), None)?
+                .build()?;
         let columns = full.schema().columns();
-        let moved = full
-            .schema()
-            .index_of_column(&Column::new(Some(scan.table_name.clone()), self.parameter.column()))?;
+        let moved = full.schema().index_of_column(&Column::new(
+            Some(scan.table_name.clone()),
+            self.parameter.column(),
+        ))?;
         let t = self.fresh();
         let (rows, amount) = match self.direction {
             Direction::Everywhere(v) => (full, lit(*v)),
             Direction::Rows(relation) => {
-                let others: Vec<Column> =
-                    columns.iter().enumerate().filter(|(k, _)| *k != moved).map(|(_, c)| c.clone()).collect();
+                let others: Vec<Column> = columns
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| *k != moved)
+                    .map(|(_, c)| c.clone())
+                    .collect();
                 let keys: Vec<Column> = others.iter().map(|_| self.fresh()).collect();
                 let mean = self.fresh();
-                let by_row = LogicalPlanBuilder::from(relation.clone())
+                let by_row = LogicalPlanBuilder::from(relation.as_ref().clone())
                     .aggregate(
-                        others.iter().zip(&keys).map(|(c, k)| Expr::Column(Column::from_name(&c.name)).alias(k.name.clone())),
-                        [avg(Expr::Column(Column::from_name(TANGENT_COLUMN))).alias(mean.name.clone())],
+                        others.iter().zip(&keys).map(|(c, k)| {
+                            Expr::Column(Column::from_name(&c.name)).alias(k.name.clone())
+                        }),
+                        [avg(Expr::Column(Column::from_name(TANGENT_COLUMN)))
+                            .alias(mean.name.clone())],
                     )?
                     .build()?;
                 let on = others
@@ -258,11 +283,22 @@ impl<'a> Forward<'a> {
                     .map(Expr::Column)
                     .zip(keys.into_iter().map(Expr::Column))
                     .collect();
-                let joined = join(full, by_row, on, None, JoinType::Left, NullEquality::NullEqualsNull)?;
+                let joined = join(
+                    full,
+                    by_row,
+                    on,
+                    None,
+                    JoinType::Left,
+                    NullEquality::NullEqualsNull,
+                )?;
                 (joined, coalesce(vec![Expr::Column(mean), lit(0.0_f64)]))
             }
         };
-        let mut exprs: Vec<Expr> = columns.iter().cloned().map(|c| Expr::Column(c.clone()).alias(c.name)).collect();
+        let mut exprs: Vec<Expr> = columns
+            .iter()
+            .cloned()
+            .map(|c| Expr::Column(c.clone()).alias(c.name))
+            .collect();
         exprs.push(amount.alias(t.name.clone()));
         let plan = LogicalPlanBuilder::from(rows)
             .project(exprs)?
@@ -278,8 +314,14 @@ impl<'a> Forward<'a> {
             Some(kept) => {
                 let mut selected = kept.clone();
                 selected.push(width);
-                let tangents = kept.iter().map(|&k| (k == moved).then(|| t.clone())).collect();
-                (LogicalPlanBuilder::from(plan).select(selected)?.build()?, tangents)
+                let tangents = kept
+                    .iter()
+                    .map(|&k| (k == moved).then(|| t.clone()))
+                    .collect();
+                (
+                    LogicalPlanBuilder::from(plan).select(selected)?.build()?,
+                    tangents,
+                )
             }
         };
         Ok(Dual::new(plan, tangents))
@@ -317,8 +359,15 @@ impl<'a> Forward<'a> {
         let [left, right]: [Dual; 2] = inputs.try_into().expect("a join has two inputs");
         let kept: Vec<Option<Column>> = match j.join_type {
             JoinType::LeftSemi | JoinType::LeftAnti | JoinType::LeftMark => left.tangents.clone(),
-            JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => right.tangents.clone(),
-            _ => left.tangents.iter().chain(&right.tangents).cloned().collect(),
+            JoinType::RightSemi | JoinType::RightAnti | JoinType::RightMark => {
+                right.tangents.clone()
+            }
+            _ => left
+                .tangents
+                .iter()
+                .chain(&right.tangents)
+                .cloned()
+                .collect(),
         };
         let mut tangents = kept;
         tangents.resize(j.schema.fields().len(), None);
@@ -336,8 +385,15 @@ impl<'a> Forward<'a> {
     }
 
     fn aggregate(&mut self, node: &LogicalPlan, a: &Aggregate, input: Dual) -> Result<Dual> {
-        if a.group_expr.iter().any(|g| matches!(g, Expr::GroupingSet(_))) {
-            return fail!(UnsupportedOperation, "cannot carry a tangent through the grouping sets of `{}`", node.display());
+        if a.group_expr
+            .iter()
+            .any(|g| matches!(g, Expr::GroupingSet(_)))
+        {
+            return fail!(
+                UnsupportedOperation,
+                "cannot carry a tangent through the grouping sets of `{}`",
+                node.display()
+            );
         }
         let schema = a.input.schema().as_ref().clone();
         let partition = a.group_expr.clone();
@@ -356,15 +412,36 @@ impl<'a> Forward<'a> {
         }
         for e in &a.aggr_expr {
             let Some(call) = aggregate_call(e) else {
-                return fail!(UnsupportedOperation, "cannot carry a tangent through `{e}` in `{}`", node.display());
+                return fail!(
+                    UnsupportedOperation,
+                    "cannot carry a tangent through `{e}` in `{}`",
+                    node.display()
+                );
             };
-            let reduced = self.reduced(node, call.name, call.args, call.filter, call.distinct, &schema, &input, &partition, &mut extrema)?;
+            let reduced = self.reduced(
+                node,
+                call.name,
+                call.args,
+                call.filter,
+                call.distinct,
+                &schema,
+                &input,
+                &partition,
+                &mut extrema,
+            )?;
             tangents.push(match reduced {
                 Some((udaf, t)) => {
                     let name = self.fresh();
                     tangent_aggregates.push(
-                        Expr::AggregateFunction(AggregateFunction::new_udf(udaf, vec![t], false, None, vec![], None))
-                            .alias(name.name.clone()),
+                        Expr::AggregateFunction(AggregateFunction::new_udf(
+                            udaf,
+                            vec![t],
+                            false,
+                            None,
+                            vec![],
+                            None,
+                        ))
+                        .alias(name.name.clone()),
                     );
                     Some(name)
                 }
@@ -395,15 +472,27 @@ impl<'a> Forward<'a> {
         partition: &[Expr],
         extrema: &mut Vec<Expr>,
     ) -> Result<Option<(Arc<datafusion_expr::AggregateUDF>, Expr)>> {
-        let moving = args.iter().map(|a| self.push(a, schema, input)).collect::<Result<Vec<_>>>()?;
+        let moving = args
+            .iter()
+            .map(|a| self.push(a, schema, input))
+            .collect::<Result<Vec<_>>>()?;
         if moving.iter().all(Option::is_none) || name == "count" {
             return Ok(None);
         }
         let [arg] = args else {
-            return fail!(UnsupportedOperation, "cannot carry a tangent through `{name}` of {} arguments in `{}`", args.len(), node.display());
+            return fail!(
+                UnsupportedOperation,
+                "cannot carry a tangent through `{name}` of {} arguments in `{}`",
+                args.len(),
+                node.display()
+            );
         };
         if distinct {
-            return fail!(UnsupportedOperation, "cannot carry a tangent through DISTINCT `{name}` in `{}`", node.display());
+            return fail!(
+                UnsupportedOperation,
+                "cannot carry a tangent through DISTINCT `{name}` in `{}`",
+                node.display()
+            );
         }
         let t = moving[0].clone().expect("the one argument moves");
         let counted = match filter {
@@ -415,18 +504,31 @@ impl<'a> Forward<'a> {
             "sum" => (sum_udaf(), when(counted, t).otherwise(null)?),
             "avg" | "mean" => (avg_udaf(), when(counted, t).otherwise(null)?),
             "min" | "max" => {
-                let udaf = if name == "min" { min_udaf() } else { max_udaf() };
+                let udaf = if name == "min" {
+                    min_udaf()
+                } else {
+                    max_udaf()
+                };
                 let extremum = self.fresh();
                 extrema.push(
-                    Expr::from(WindowFunction::new(udaf, vec![when(counted.clone(), arg.clone()).otherwise(lit(ScalarValue::Null))?]))
-                        .partition_by(partition.to_vec())
-                        .build()?
-                        .alias(extremum.name.clone()),
+                    Expr::from(WindowFunction::new(
+                        udaf,
+                        vec![when(counted.clone(), arg.clone()).otherwise(lit(ScalarValue::Null))?],
+                    ))
+                    .partition_by(partition.to_vec())
+                    .build()?
+                    .alias(extremum.name.clone()),
                 );
                 let attains = counted.and(arg.clone().eq(Expr::Column(extremum)));
                 (avg_udaf(), when(attains, t).otherwise(null)?)
             }
-            other => return fail!(UnsupportedOperation, "cannot carry a tangent through the aggregate function `{other}` in `{}`", node.display()),
+            other => {
+                return fail!(
+                    UnsupportedOperation,
+                    "cannot carry a tangent through the aggregate function `{other}` in `{}`",
+                    node.display()
+                )
+            }
         }))
     }
 
@@ -435,7 +537,9 @@ impl<'a> Forward<'a> {
         let width = schema.fields().len();
         // The node's own window values first, then their tangents, which
         // may read them (the extremum a row attains).
-        let values = LogicalPlanBuilder::from(input.plan.clone()).window(w.window_expr.clone())?.build()?;
+        let values = LogicalPlanBuilder::from(input.plan.clone())
+            .window(w.window_expr.clone())?
+            .build()?;
         let mut tangent_windows = vec![];
         let mut tangents = input.tangents.clone();
         for (k, e) in w.window_expr.iter().enumerate() {
@@ -444,14 +548,25 @@ impl<'a> Forward<'a> {
                 continue;
             };
             let WindowFunctionDefinition::AggregateUDF(udaf) = &f.fun else {
-                if f.params.args.iter().map(|a| self.push(a, &schema, &input)).collect::<Result<Vec<_>>>()?.iter().any(Option::is_some) {
-                    return fail!(UnsupportedOperation, "cannot carry a tangent through the window function in `{e}`");
+                if f.params
+                    .args
+                    .iter()
+                    .map(|a| self.push(a, &schema, &input))
+                    .collect::<Result<Vec<_>>>()?
+                    .iter()
+                    .any(Option::is_some)
+                {
+                    return fail!(
+                        UnsupportedOperation,
+                        "cannot carry a tangent through the window function in `{e}`"
+                    );
                 }
                 tangents.push(None);
                 continue;
             };
             let value = Expr::Column(w.schema.columns()[width + k].clone());
-            let pushed = self.window_tangent(node, udaf.name(), &f.params, &schema, &input, value)?;
+            let pushed =
+                self.window_tangent(node, udaf.name(), &f.params, &schema, &input, value)?;
             tangents.push(match pushed {
                 Some(expr) => {
                     let name = self.fresh();
@@ -464,7 +579,9 @@ impl<'a> Forward<'a> {
         let plan = if tangent_windows.is_empty() {
             values
         } else {
-            LogicalPlanBuilder::from(values).window(tangent_windows)?.build()?
+            LogicalPlanBuilder::from(values)
+                .window(tangent_windows)?
+                .build()?
         };
         Ok(Dual::new(plan, tangents))
     }
@@ -478,12 +595,20 @@ impl<'a> Forward<'a> {
         input: &Dual,
         value: Expr,
     ) -> Result<Option<Expr>> {
-        let moving = params.args.iter().map(|a| self.push(a, schema, input)).collect::<Result<Vec<_>>>()?;
+        let moving = params
+            .args
+            .iter()
+            .map(|a| self.push(a, schema, input))
+            .collect::<Result<Vec<_>>>()?;
         if moving.iter().all(Option::is_none) || name == "count" {
             return Ok(None);
         }
         let ([arg], false) = (params.args.as_slice(), params.distinct) else {
-            return fail!(UnsupportedOperation, "cannot carry a tangent through the window `{name}` in `{}`", node.display());
+            return fail!(
+                UnsupportedOperation,
+                "cannot carry a tangent through the window `{name}` in `{}`",
+                node.display()
+            );
         };
         let t = moving[0].clone().expect("the one argument moves");
         let counted = match &params.filter {
@@ -492,12 +617,28 @@ impl<'a> Forward<'a> {
         };
         let null = lit(ScalarValue::Float64(None));
         let (udaf, over, frame) = match name {
-            "sum" => (sum_udaf(), when(counted, t).otherwise(null)?, params.window_frame.clone()),
-            "avg" | "mean" => (avg_udaf(), when(counted, t).otherwise(null)?, params.window_frame.clone()),
-            "min" | "max" if whole_partition(params) => {
-                (avg_udaf(), when(counted.and(arg.clone().eq(value)), t).otherwise(null)?, params.window_frame.clone())
+            "sum" => (
+                sum_udaf(),
+                when(counted, t).otherwise(null)?,
+                params.window_frame.clone(),
+            ),
+            "avg" | "mean" => (
+                avg_udaf(),
+                when(counted, t).otherwise(null)?,
+                params.window_frame.clone(),
+            ),
+            "min" | "max" if whole_partition(params) => (
+                avg_udaf(),
+                when(counted.and(arg.clone().eq(value)), t).otherwise(null)?,
+                params.window_frame.clone(),
+            ),
+            other => {
+                return fail!(
+                    UnsupportedOperation,
+                    "cannot carry a tangent through the window `{other}` in `{}`",
+                    node.display()
+                )
             }
-            other => return fail!(UnsupportedOperation, "cannot carry a tangent through the window `{other}` in `{}`", node.display()),
         };
         Ok(Some(Expr::from(WindowFunction {
             fun: WindowFunctionDefinition::AggregateUDF(udaf),
@@ -515,11 +656,17 @@ impl<'a> Forward<'a> {
 
     fn union(&mut self, u: &Union, inputs: Vec<Dual>) -> Result<Dual> {
         let width = u.schema.fields().len();
-        let moving: Vec<bool> = (0..width).map(|j| inputs.iter().any(|d| d.tangents[j].is_some())).collect();
+        let moving: Vec<bool> = (0..width)
+            .map(|j| inputs.iter().any(|d| d.tangents[j].is_some()))
+            .collect();
         let names: Vec<Option<Column>> = moving.iter().map(|m| m.then(|| self.fresh())).collect();
         let mut union: Option<LogicalPlanBuilder> = None;
         for dual in inputs {
-            let mut exprs: Vec<Expr> = dual.plan.schema().columns()[..width].iter().cloned().map(Expr::Column).collect();
+            let mut exprs: Vec<Expr> = dual.plan.schema().columns()[..width]
+                .iter()
+                .cloned()
+                .map(Expr::Column)
+                .collect();
             for (j, name) in names.iter().enumerate() {
                 let Some(name) = name else { continue };
                 let t = match &dual.tangents[j] {
@@ -528,13 +675,18 @@ impl<'a> Forward<'a> {
                 };
                 exprs.push(t.alias(name.name.clone()));
             }
-            let branch = LogicalPlanBuilder::from(dual.plan).project(exprs)?.build()?;
+            let branch = LogicalPlanBuilder::from(dual.plan)
+                .project(exprs)?
+                .build()?;
             union = Some(match union {
                 None => LogicalPlanBuilder::from(branch),
                 Some(u) => u.union(branch)?,
             });
         }
-        Ok(Dual::new(union.expect("a union has inputs").build()?, names))
+        Ok(Dual::new(
+            union.expect("a union has inputs").build()?,
+            names,
+        ))
     }
 }
 

@@ -52,10 +52,10 @@ use crate::options::AutogradOptions;
 use crate::stack::with_room;
 
 pub use assemble::GRADIENT_COLUMN;
-pub use jvp::{Direction, TANGENT_COLUMN};
-pub use parameter::Parameter;
 pub(crate) use augment::join;
+pub use jvp::{Direction, TANGENT_COLUMN};
 pub(crate) use loss::reads_a_parameter;
+pub use parameter::Parameter;
 use pass::Pass;
 pub use staged::{Stage, StageSource, Staged};
 
@@ -122,7 +122,9 @@ pub fn hvp(
             None => lit(0.0_f64),
         };
         exprs.push(product.alias(HVP_COLUMN));
-        let result = LogicalPlanBuilder::from(result.clone()).project(exprs)?.build()?;
+        let result = LogicalPlanBuilder::from(result.clone())
+            .project(exprs)?
+            .build()?;
         Ok(Staged {
             stages: dual.stages,
             results: vec![result],
@@ -160,7 +162,9 @@ pub fn jvp(
                 exprs.push(Expr::Column(t.clone()).alias(format!("{}_tangent", column.name)));
             }
         }
-        let result = LogicalPlanBuilder::from(result.clone()).project(exprs)?.build()?;
+        let result = LogicalPlanBuilder::from(result.clone())
+            .project(exprs)?
+            .build()?;
         Ok(Staged {
             stages: dual.stages,
             results: vec![result],

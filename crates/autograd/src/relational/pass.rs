@@ -86,7 +86,11 @@ impl<'a> Pass<'a> {
     /// Passes `bar` down from `node` to the parameters' tables.
     fn backward(&self, node: &LogicalPlan, bar: Bar) -> Result<()> {
         let active = self.active(node)?;
-        let reaches = bar.cot.iter().zip(active.iter()).any(|(c, a)| c.is_some() && *a);
+        let reaches = bar
+            .cot
+            .iter()
+            .zip(active.iter())
+            .any(|(c, a)| c.is_some() && *a);
         if !reaches {
             return Ok(());
         }
@@ -110,7 +114,10 @@ impl<'a> Pass<'a> {
             let seed = self.fresh("seed");
             // The loss's one row, kept: the reverse pass starts from it, and
             // the gradient is NULL where the loss is.
-            let plan = self.stage(extend(aug.plan.clone(), vec![lit(1.0_f64).alias(seed.name.clone())])?)?;
+            let plan = self.stage(extend(
+                aug.plan.clone(),
+                vec![lit(1.0_f64).alias(seed.name.clone())],
+            )?)?;
             let loss_value = aug.out[0].clone();
             seed_plan = Some((plan.clone(), loss_value));
             self.backward(
@@ -170,7 +177,9 @@ impl Backprop for Pass<'_> {
         let active: Rc<[bool]> = if constant {
             vec![false; node.schema().fields().len()].into()
         } else {
-            operators::rule(node)?.activity(self, &inputs_active)?.into()
+            operators::rule(node)?
+                .activity(self, &inputs_active)?
+                .into()
         };
         self.activity.borrow_mut().insert(key, Rc::clone(&active));
         Ok(active)

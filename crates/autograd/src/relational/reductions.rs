@@ -20,7 +20,9 @@ use datafusion::functions_aggregate::min_max::{max_udaf, min_udaf};
 use datafusion::functions_aggregate::sum::sum_udaf;
 use datafusion_common::{Column, NullEquality, Result, ScalarValue};
 use datafusion_expr::expr::WindowFunction;
-use datafusion_expr::{lit, when, Expr, ExprFunctionExt, JoinType, LogicalPlan, LogicalPlanBuilder};
+use datafusion_expr::{
+    lit, when, Expr, ExprFunctionExt, JoinType, LogicalPlan, LogicalPlanBuilder,
+};
 
 use super::augment::{join, selected, with_columns, Augmented, Bar};
 use super::backprop::Backprop;
@@ -153,14 +155,17 @@ pub(crate) fn spread(
                 .map(|(r, total)| sum(Expr::Column(r.cot.clone())).alias(total.name.clone())),
         )?
         .build()?;
-    let on = input_keys
-        .into_iter()
-        .zip(&keys)
-        .map(|(e, k)| (e, Expr::Column(k.clone())))
+    let on = keys
+        .iter()
+        .map(|k| Expr::Column(k.clone()))
+        .zip(input_keys)
         .collect();
+    // The groups, never more rows than the input, on the left: the side a
+    // hash join builds (and a cross join collects) when the planner knows
+    // neither side's size, as it does not for a stage.
     let joined = join(
-        input.plan.clone(),
         selected(groups)?,
+        input.plan.clone(),
         on,
         None,
         JoinType::Inner,
@@ -195,7 +200,8 @@ pub(crate) fn spread(
             }
             Reduction::Min | Reduction::Max => {
                 let extremum = bp.fresh("extremum");
-                let among = when(counted.clone(), r.arg.clone()).otherwise(lit(ScalarValue::Null))?;
+                let among =
+                    when(counted.clone(), r.arg.clone()).otherwise(lit(ScalarValue::Null))?;
                 let udaf = match r.reduction {
                     Reduction::Min => min_udaf(),
                     _ => max_udaf(),

@@ -42,6 +42,10 @@ pub(crate) fn operator(node: &LogicalPlan) -> String {
     let shown = node.display().to_string();
     match shown.split_once(':') {
         Some((name, _)) => name.trim().to_string(),
-        None => shown.split_whitespace().next().unwrap_or_default().to_string(),
+        None => shown
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .to_string(),
     }
 }

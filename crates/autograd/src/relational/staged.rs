@@ -29,6 +29,9 @@ pub struct Stage {
     pub plan: LogicalPlan,
 }
 
+/// Where a host's table is read from: its source, if the host gives one.
+pub type Sources<'a> = dyn Fn(&TableReference) -> Result<Option<Arc<dyn TableSource>>> + 'a;
+
 /// Gradients as stages and results, each a plan that may scan the stages
 /// before it.
 #[derive(Clone, Debug)]
@@ -60,7 +63,6 @@ impl StageSource {
 }
 
 impl TableSource for StageSource {
-
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
@@ -100,10 +102,7 @@ impl Staged {
     /// The same plans with every scan of a table (not of a stage) reading
     /// the source `sources` gives for it, where it gives one: for a host
     /// whose tables the loss was planned against by their schemas alone.
-    pub fn with_sources(
-        &self,
-        sources: &dyn Fn(&TableReference) -> Result<Option<Arc<dyn TableSource>>>,
-    ) -> Result<Staged> {
+    pub fn with_sources(&self, sources: &Sources) -> Result<Staged> {
         let bind = |plan: &LogicalPlan| {
             plan.clone()
                 .transform_up_with_subqueries(|node| {
@@ -116,13 +115,15 @@ impl Staged {
                     let Some(source) = sources(&scan.table_name)? else {
                         return Ok(Transformed::no(node));
                     };
-                    Ok(Transformed::yes(LogicalPlan::TableScan(TableScan::try_new(
-                        scan.table_name.clone(),
-                        source,
-                        scan.projection.clone(),
-                        scan.filters.clone(),
-                        scan.fetch,
-                    )?)))
+                    Ok(Transformed::yes(LogicalPlan::TableScan(
+                        TableScan::try_new(
+                            scan.table_name.clone(),
+                            source,
+                            scan.projection.clone(),
+                            scan.filters.clone(),
+                            scan.fetch,
+                        )?,
+                    )))
                 })
                 .map(|t| t.data)
         };

@@ -16,16 +16,16 @@ use datafusion_sql::sqlparser::dialect::GenericDialect;
 use datafusion_sql::sqlparser::keywords::Keyword;
 use datafusion_sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
+use super::gradient::{plan_gradients, staged_to_sql};
 use super::plan::plan_query;
 use super::scopes::{FromTable, Scopes};
+use super::{formed_to_sql, plan_scalar};
 use crate::catalog::{Catalog, Relation};
 use crate::error::fail;
-use crate::forward::udf::{given_values, stop_gradient_udf, with_derivative};
-use super::{plan_scalar, to_sql};
 use crate::forward::marker::{expand_markers, Derivative};
-use crate::options::AutogradOptions;
 use crate::forward::reals::ColumnTypes;
-use super::gradient::{plan_gradients, staged_to_sql};
+use crate::forward::udf::{given_values, stop_gradient_udf, with_derivative};
+use crate::options::AutogradOptions;
 use crate::relational::Staged;
 use crate::stack::with_room;
 
@@ -93,8 +93,12 @@ pub fn rewrite_sql_with(
             let start = offsets.of(call.start);
             let end = offsets.of(call.end);
             let text = match &call.kind {
-                CallKind::Marker if call.reads_a_query => Piece::Deferred(whole.marker(start, end)?),
-                CallKind::Marker => Piece::Text(format!("({})", expand_sql(&sql[start..end], options)?)),
+                CallKind::Marker if call.reads_a_query => {
+                    Piece::Deferred(whole.marker(start, end)?)
+                }
+                CallKind::Marker => {
+                    Piece::Text(format!("({})", expand_sql(&sql[start..end], options)?))
+                }
                 CallKind::Gradient { loss, wrt, aliased } => {
                     let staged = Arc::new(plan_gradients(loss, &[wrt.as_str()], tables, options)?);
                     let mut text = place.table(&staged, 0)?;
@@ -133,6 +137,15 @@ enum Piece {
     Deferred(usize),
 }
 
+/// One marker's derivative as text, with placeholders for the subqueries
+/// (`__ag_s<n>`, with their text) and for the derivatives (`__ag_s<n>_d`,
+/// with the request whose column stands there).
+struct Expanded {
+    text: String,
+    values: Vec<(String, String)>,
+    derivatives: Vec<(String, usize)>,
+}
+
 /// The markers over whole queries of one statement, and the gradients they
 /// ask for: one reverse pass per loss, for all its parameters.
 struct WholeQuery<'a> {
@@ -141,10 +154,7 @@ struct WholeQuery<'a> {
     tables: Catalog<'a>,
     options: &'a AutogradOptions,
     scopes: Option<Scopes>,
-    /// Per marker: its derivative's text, with placeholders for the
-    /// subqueries (`__ag_s<n>`, their text) and the derivatives
-    /// (`__ag_s<n>_d`, a request).
-    markers: Vec<(String, Vec<(String, String)>, Vec<(String, usize)>)>,
+    markers: Vec<Expanded>,
     /// The gradients asked for: the loss's text, the parameter
     /// (`"table.column"`) and the `FROM` table it is read at (in `froms`).
     requests: Vec<(String, String, usize)>,
@@ -153,7 +163,12 @@ struct WholeQuery<'a> {
 }
 
 impl<'a> WholeQuery<'a> {
-    fn new(sql: &'a str, offsets: &'a ByteOffsets<'a>, tables: Catalog<'a>, options: &'a AutogradOptions) -> Self {
+    fn new(
+        sql: &'a str,
+        offsets: &'a ByteOffsets<'a>,
+        tables: Catalog<'a>,
+        options: &'a AutogradOptions,
+    ) -> Self {
         Self {
             sql,
             offsets,
@@ -187,7 +202,11 @@ impl<'a> WholeQuery<'a> {
             let placeholder = format!("__ag_s{}_{n}", self.markers.len());
             text.push_str(&placeholder);
             // Markers inside the subquery, written out like any other.
-            let inner = rewrite_sql(strip_parentheses(&call[range.clone()]), self.tables, self.options)?;
+            let inner = rewrite_sql(
+                strip_parentheses(&call[range.clone()]),
+                self.tables,
+                self.options,
+            )?;
             values.push((placeholder, format!("({inner})")));
             copied = range.end;
         }
@@ -195,10 +214,15 @@ impl<'a> WholeQuery<'a> {
         let (exprs, _) = plan_scalar(&[&text])?;
         let expr = exprs.into_iter().next().expect("one expression planned");
         let Some((derivative, f)) = as_marker(&expr) else {
-            return plan_err!("a marker over a subquery must be a whole marker call, found `{call}`");
+            return plan_err!(
+                "a marker over a subquery must be a whole marker call, found `{call}`"
+            );
         };
         let Expr::Column(column) = &f.args[1] else {
-            return plan_err!("the second argument of {} must be a column reference", derivative.usage());
+            return plan_err!(
+                "the second argument of {} must be a column reference",
+                derivative.usage()
+            );
         };
         let nested = f.args[0].exists(|e| Ok(as_marker(e).is_some()))?;
         if nested {
@@ -235,7 +259,8 @@ impl<'a> WholeQuery<'a> {
                         );
                     }
                     let d = format!("{placeholder}_d");
-                    self.requests.push((loss, format!("{name}.{}", column.name), *from));
+                    self.requests
+                        .push((loss, format!("{name}.{}", column.name), *from));
                     derivatives.push((d.clone(), self.requests.len() - 1));
                     with_derivative(value, Expr::Column(Column::from_name(d)), wrt.clone())
                 }
@@ -253,7 +278,11 @@ impl<'a> WholeQuery<'a> {
             })?
             .data;
         let expanded = given_values(expand_markers(expr, ColumnTypes::Unknown, self.options)?)?;
-        self.markers.push((to_sql(&expanded)?, values, derivatives));
+        self.markers.push(Expanded {
+            text: formed_to_sql(&expanded)?,
+            values,
+            derivatives,
+        });
         Ok(self.markers.len() - 1)
     }
 
@@ -267,7 +296,10 @@ impl<'a> WholeQuery<'a> {
         for t in from {
             let Some(name) = &t.name else { continue };
             let reference = TableReference::parse_str(name);
-            let refers = t.alias.clone().unwrap_or_else(|| reference.table().to_string());
+            let refers = t
+                .alias
+                .clone()
+                .unwrap_or_else(|| reference.table().to_string());
             let matches = match &column.relation {
                 Some(q) => q.table() == refers,
                 None => true,
@@ -275,7 +307,9 @@ impl<'a> WholeQuery<'a> {
             if !matches {
                 continue;
             }
-            let Some(Relation::Table(schema)) = tables(&reference)? else { continue };
+            let Some(Relation::Table(schema)) = tables(&reference)? else {
+                continue;
+            };
             if schema.field_with_name(&column.name).is_err() {
                 continue;
             }
@@ -285,7 +319,11 @@ impl<'a> WholeQuery<'a> {
         let (name, from, columns) = match candidates.len() {
             0 => return Ok(None),
             1 => candidates.pop().expect("one"),
-            _ => return plan_err!("the column {column} is ambiguous: several tables of the FROM have it; qualify it"),
+            _ => {
+                return plan_err!(
+                "the column {column} is ambiguous: several tables of the FROM have it; qualify it"
+            )
+            }
         };
         let at = match self.froms.iter().position(|(f, _)| f.span == from.span) {
             Some(at) => at,
@@ -307,16 +345,26 @@ impl<'a> WholeQuery<'a> {
         losses.sort();
         losses.dedup();
         for loss in losses {
-            let asked: Vec<usize> = (0..self.requests.len()).filter(|&k| self.requests[k].0 == loss).collect();
+            let asked: Vec<usize> = (0..self.requests.len())
+                .filter(|&k| self.requests[k].0 == loss)
+                .collect();
             let mut parameters: Vec<&str> = vec![];
             for &k in &asked {
                 if !parameters.contains(&self.requests[k].1.as_str()) {
                     parameters.push(&self.requests[k].1);
                 }
             }
-            let staged = Arc::new(plan_gradients(loss, &parameters, self.tables, self.options)?);
+            let staged = Arc::new(plan_gradients(
+                loss,
+                &parameters,
+                self.tables,
+                self.options,
+            )?);
             for &k in &asked {
-                let result = parameters.iter().position(|p| *p == self.requests[k].1).expect("listed");
+                let result = parameters
+                    .iter()
+                    .position(|p| *p == self.requests[k].1)
+                    .expect("listed");
                 factors[k] = place.table(&staged, result)?;
             }
         }
@@ -332,7 +380,11 @@ impl<'a> WholeQuery<'a> {
             });
             let mut selected = vec![format!("{refers}.*")];
             let mut joined = String::new();
-            for (k, factor) in factors.iter().enumerate().filter(|(k, _)| self.requests[*k].2 == f) {
+            for (k, factor) in factors
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| self.requests[*k].2 == f)
+            {
                 let g = format!("__ag_g{k}");
                 let keys: Vec<String> = columns
                     .iter()
@@ -342,7 +394,12 @@ impl<'a> WholeQuery<'a> {
                 let on: Vec<String> = columns
                     .iter()
                     .enumerate()
-                    .map(|(c, name)| format!("({refers}.{} IS NOT DISTINCT FROM {g}.__ag_c{c})", quoted(name)))
+                    .map(|(c, name)| {
+                        format!(
+                            "({refers}.{} IS NOT DISTINCT FROM {g}.__ag_c{c})",
+                            quoted(name)
+                        )
+                    })
                     .collect();
                 joined.push_str(&format!(
                     " LEFT JOIN (SELECT DISTINCT {}, __ag_t.grad AS __ag_d FROM {factor} AS __ag_t) AS {g} ON {}",
@@ -354,7 +411,10 @@ impl<'a> WholeQuery<'a> {
             let original = &self.sql[from.span.clone()];
             joins.push((
                 from.span.clone(),
-                format!("(SELECT {} FROM {original}{joined}) AS {outer}", selected.join(", ")),
+                format!(
+                    "(SELECT {} FROM {original}{joined}) AS {outer}",
+                    selected.join(", ")
+                ),
             ));
         }
         Ok(joins)
@@ -364,7 +424,11 @@ impl<'a> WholeQuery<'a> {
     /// their text, derivatives by the column of the `FROM` table they were
     /// joined to it as.
     fn finish(&self, k: usize) -> Result<String> {
-        let (text, values, derivatives) = &self.markers[k];
+        let Expanded {
+            text,
+            values,
+            derivatives,
+        } = &self.markers[k];
         let tokens = Tokenizer::new(&GenericDialect {}, text)
             .tokenize()
             .map_err(|e| plan_datafusion_err!("cannot read the derivative's text: {e}"))?;
@@ -379,7 +443,10 @@ impl<'a> WholeQuery<'a> {
                         let (_, r) = derivatives.iter().find(|(d, _)| *d == w.value)?;
                         let (from, _) = &self.froms[self.requests[*r].2];
                         let refers = from.alias_text.clone().unwrap_or_else(|| {
-                            quoted(TableReference::parse_str(from.name.as_deref().unwrap_or_default()).table())
+                            quoted(
+                                TableReference::parse_str(from.name.as_deref().unwrap_or_default())
+                                    .table(),
+                            )
                         });
                         Some(format!("{refers}.__ag_d{r}"))
                     }),
@@ -403,7 +470,7 @@ fn expand_sql(call: &str, options: &AutogradOptions) -> Result<String> {
         .into_iter()
         .next()
         .unwrap_or_else(|| unreachable!("one expression planned"));
-    to_sql(&expand_markers(expr, ColumnTypes::Unknown, options)?)
+    formed_to_sql(&expand_markers(expr, ColumnTypes::Unknown, options)?)
 }
 
 /// One call to rewrite: its source range, from its name to its closing
@@ -583,7 +650,9 @@ fn subqueries(call: &str) -> Result<Vec<Range<usize>>> {
             let Some(close) = closing_parenthesis(&significant, i) else {
                 return plan_err!("unbalanced parentheses in `{call}`");
             };
-            ranges.push(offsets.of(significant[i].span.start)..offsets.of(significant[close].span.end));
+            ranges.push(
+                offsets.of(significant[i].span.start)..offsets.of(significant[close].span.end),
+            );
             i = close + 1;
         } else {
             i += 1;
@@ -616,7 +685,11 @@ fn reads_table(plan: &LogicalPlan, name: &str) -> Result<bool> {
         if let LogicalPlan::TableScan(scan) = node {
             found |= scan.table_name.clone().resolve("datafusion", "public") == table;
         }
-        Ok(if found { TreeNodeRecursion::Stop } else { TreeNodeRecursion::Continue })
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
     })?;
     Ok(found)
 }

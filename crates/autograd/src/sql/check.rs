@@ -10,8 +10,8 @@ use datafusion_expr::{col, lit, Expr};
 
 use super::{plan_scalar, to_sql};
 use crate::forward::marker::expand_markers;
-use crate::options::AutogradOptions;
 use crate::forward::reals::ColumnTypes;
+use crate::options::AutogradOptions;
 use crate::stack::with_room;
 
 /// The step of a central difference, relative to the point: the cube root of
@@ -59,11 +59,17 @@ pub fn check_grad_sql(expr: &str, wrt: &str, relation: &str) -> Result<String> {
     with_room(|| {
         let (exprs, _) = plan_scalar(&[expr, wrt])?;
         let Expr::Column(column) = &exprs[1] else {
-            return plan_err!("the variable to differentiate by must be a column name, found `{wrt}`");
+            return plan_err!(
+                "the variable to differentiate by must be a column name, found `{wrt}`"
+            );
         };
         // The markers inside are differentiated first: the shifted copies
         // must not shift a marker's own variable.
-        let primal = expand_markers(exprs[0].clone(), ColumnTypes::Real, &AutogradOptions::default())?;
+        let primal = expand_markers(
+            exprs[0].clone(),
+            ColumnTypes::Real,
+            &AutogradOptions::default(),
+        )?;
         let shifted = |sign: f64| -> Result<String> {
             let moved = col(column.clone()) + lit(sign) * col(STEP);
             let expr = replace(primal.clone(), column, &moved)?;
@@ -71,7 +77,10 @@ pub fn check_grad_sql(expr: &str, wrt: &str, relation: &str) -> Result<String> {
         };
         let (plus, minus) = (shifted(1.0)?, shifted(-1.0)?);
         let at = to_sql(&Expr::Column(column.clone()))?;
-        let marker = to_sql(&crate::forward::udf::expr_fn::grad(exprs[0].clone(), exprs[1].clone()))?;
+        let marker = to_sql(&crate::forward::udf::expr_fn::grad(
+            exprs[0].clone(),
+            exprs[1].clone(),
+        ))?;
         Ok(format!(
             "WITH __ag_probe AS (\
                SELECT *, {RELATIVE_STEP:e} * greatest(1.0, abs({at})) AS {STEP} \
@@ -142,7 +151,11 @@ pub async fn check_grad(
     wrt: &str,
     relation: &str,
 ) -> Result<GradCheck> {
-    let batches = ctx.sql(&check_grad_sql(expr, wrt, relation)?).await?.collect().await?;
+    let batches = ctx
+        .sql(&check_grad_sql(expr, wrt, relation)?)
+        .await?
+        .collect()
+        .await?;
     let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) else {
         return plan_err!("check_grad: the relation has no rows");
     };

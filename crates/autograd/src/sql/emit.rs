@@ -29,6 +29,7 @@ use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::sync::Arc;
 
+use crate::forward::udf::StopGradient;
 use crate::stack::{depth, with_room, with_room_for};
 use datafusion_common::arrow::datatypes::DataType;
 use datafusion_common::tree_node::{Transformed, TreeNode};
@@ -50,16 +51,40 @@ pub(crate) fn to_sql(expr: &Expr) -> Result<String> {
     with_room_for(depth(expr), || print(expr.clone(), Dialect::DataFusion))
 }
 
-/// Prints an expression over the columns of `schema` as SQL for `dialect`,
-/// or fails naming what the engine has no spelling for.
+/// Prints an expression whose derivatives are formed (it holds no marker)
+/// as DataFusion SQL any session reads, one without `stop_gradient` too.
+pub(crate) fn formed_to_sql(expr: &Expr) -> Result<String> {
+    with_room_for(depth(expr), || {
+        print(formed(expr.clone())?, Dialect::DataFusion)
+    })
+}
+
+/// Prints an expression over the columns of `schema` whose derivatives are
+/// formed as SQL for `dialect`, or fails naming what the engine has no
+/// spelling for.
 pub(crate) fn to_dialect_sql(expr: &Expr, schema: &DFSchema, dialect: Dialect) -> Result<String> {
     with_room_for(depth(expr), || {
+        let expr = formed(expr.clone())?;
         let expr = match dialect {
-            Dialect::DataFusion => expr.clone(),
-            _ => spelled_for(expr.clone(), schema, dialect)?,
+            Dialect::DataFusion => expr,
+            _ => spelled_for(expr, schema, dialect)?,
         };
         print(expr, dialect)
     })
+}
+
+/// `expr`, whose derivatives are formed, without `stop_gradient`: what it
+/// keeps out of derivatives is out, and its value is its argument's.
+fn formed(expr: Expr) -> Result<Expr> {
+    expr.transform_up(|e| match e {
+        Expr::ScalarFunction(ScalarFunction { func, mut args })
+            if func.inner().is::<StopGradient>() && args.len() == 1 =>
+        {
+            Ok(Transformed::yes(args.remove(0)))
+        }
+        e => Ok(Transformed::no(e)),
+    })
+    .map(|t| t.data)
 }
 
 fn print(expr: Expr, dialect: Dialect) -> Result<String> {
@@ -275,16 +300,16 @@ pub(crate) fn plans_to_sql(named: &[(&str, &LogicalPlan)], root: &LogicalPlan) -
                     // the outer name is the one read, and the unparser
                     // writes the pair as two relations.
                     LogicalPlan::SubqueryAlias(outer) => match outer.input.as_ref() {
-                        LogicalPlan::SubqueryAlias(inner) => LogicalPlanBuilder::from(
-                            inner.input.as_ref().clone(),
-                        )
-                        .alias(outer.alias.clone())?
-                        .build()
-                        .map(Transformed::yes),
+                        LogicalPlan::SubqueryAlias(inner) => {
+                            LogicalPlanBuilder::from(inner.input.as_ref().clone())
+                                .alias(outer.alias.clone())?
+                                .build()
+                                .map(Transformed::yes)
+                        }
                         _ => Ok(Transformed::no(node)),
                     },
                     _ => node.map_expressions(|e| {
-                        let e = typed_nulls(e)?;
+                        let e = typed_nulls(formed(e)?)?;
                         spell_non_finite(e, Dialect::DataFusion).map(Transformed::yes)
                     }),
                 })?
@@ -374,14 +399,24 @@ fn typed_nulls(expr: Expr) -> Result<Expr> {
 
 /// The rows of `values` as `SELECT … UNION ALL SELECT …` of one row each.
 fn selects(values: &datafusion_expr::logical_plan::Values) -> Result<LogicalPlan> {
-    let names: Vec<String> = values.schema.fields().iter().map(|f| f.name().clone()).collect();
+    let names: Vec<String> = values
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
     let mut union: Option<LogicalPlanBuilder> = None;
     for row in &values.values {
         // A NULL printed alone has no type: written as a cast to the column's.
-        let typed = row.iter().zip(values.schema.fields()).map(|(e, field)| match e {
-            Expr::Literal(value, _) if value.is_null() => cast(e.clone(), field.data_type().clone()),
-            other => other.clone(),
-        });
+        let typed = row
+            .iter()
+            .zip(values.schema.fields())
+            .map(|(e, field)| match e {
+                Expr::Literal(value, _) if value.is_null() => {
+                    cast(e.clone(), field.data_type().clone())
+                }
+                other => other.clone(),
+            });
         let select = LogicalPlanBuilder::empty(true)
             .project(typed.zip(&names).map(|(e, n)| e.alias(n)))?
             .build()?;
@@ -479,7 +514,9 @@ pub(crate) fn drop_redundant_parentheses<T: VisitMut>(tree: &mut T) {
                 guard(right);
                 if let Some(outer) = binding(op) {
                     // Comparisons do not chain: `(a < b) = c` keeps its parentheses.
-                    unwrap_if(left, |inner| inner > outer || (inner == outer && outer != COMPARISON));
+                    unwrap_if(left, |inner| {
+                        inner > outer || (inner == outer && outer != COMPARISON)
+                    });
                     unwrap_if(right, |inner| inner > outer);
                 }
             }
@@ -502,7 +539,12 @@ pub(crate) fn drop_redundant_parentheses<T: VisitMut>(tree: &mut T) {
             | ast::Expr::IsUnknown(operand)
             | ast::Expr::IsNotUnknown(operand) => guard(operand),
             ast::Expr::Cast { expr, .. } => unwrap_if(expr, |_| true),
-            ast::Expr::Case { operand, conditions, else_result, .. } => {
+            ast::Expr::Case {
+                operand,
+                conditions,
+                else_result,
+                ..
+            } => {
                 if let Some(operand) = operand {
                     unwrap_if(operand, |_| true);
                 }
@@ -618,7 +660,9 @@ mod tests {
     /// parentheses: every binary operator on both sides of every other,
     /// signs, `CASE` and calls.
     fn next(state: &mut u64, n: u64) -> u64 {
-        *state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        *state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (*state >> 33) % n
     }
 
@@ -650,7 +694,9 @@ mod tests {
                 other => other,
             })),
             11 => child().is_null(),
-            12 => when(child().gt(child()), sin(child())).otherwise(sin(child())).unwrap(),
+            12 => when(child().gt(child()), sin(child()))
+                .otherwise(sin(child()))
+                .unwrap(),
             13 => sin(child()),
             14 => exp(child() - child()),
             _ => Expr::Not(Box::new(child().gt(child()))),

@@ -125,9 +125,10 @@ pub fn plan_hvp(
         let parameter = parameter(wrt, tables)?;
         let direction = match along {
             Along::Everywhere(v) => Direction::Everywhere(*v),
-            Along::Rows(query) => Direction::Rows(
-                plan_query(query, tables).map_err(|e| e.context("hvp(): planning the tangent query"))?,
-            ),
+            Along::Rows(query) => Direction::Rows(Box::new(
+                plan_query(query, tables)
+                    .map_err(|e| e.context("hvp(): planning the tangent query"))?,
+            )),
         };
         hvp(&loss, &parameter, &direction, options)
     })

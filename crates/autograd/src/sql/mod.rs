@@ -6,8 +6,8 @@ use datafusion_expr::Expr;
 
 use crate::error::fail;
 use crate::forward::marker::Derivative;
-use crate::options::AutogradOptions;
 use crate::forward::reals::ColumnTypes;
+use crate::options::AutogradOptions;
 use crate::stack::with_room;
 
 pub(crate) mod bridge;
@@ -15,14 +15,14 @@ mod check;
 pub(crate) mod dialect;
 mod emit;
 mod gradient;
-mod scopes;
 pub(crate) mod plan;
+mod scopes;
 
 pub use check::{check_grad, check_grad_sql, GradCheck};
 pub use dialect::Dialect;
 pub use emit::plan_to_sql;
+pub(crate) use emit::{formed_to_sql, to_sql};
 pub use gradient::{gradient_sql, plan_gradients, plan_hvp, Along};
-pub(crate) use emit::to_sql;
 pub(crate) use plan::plan_scalar;
 
 /// The derivative of the SQL scalar expression `expr_sql` with respect to the

@@ -73,7 +73,11 @@ impl Scopes {
     pub fn with_clause(&self, at: usize) -> (String, bool) {
         let mut ctes: Vec<&(String, String)> = vec![];
         let mut recursive = false;
-        let mut enclosing: Vec<&QueryScope> = self.queries.iter().filter(|q| q.span.contains(&at)).collect();
+        let mut enclosing: Vec<&QueryScope> = self
+            .queries
+            .iter()
+            .filter(|q| q.span.contains(&at))
+            .collect();
         enclosing.sort_by_key(|q| std::cmp::Reverse(q.span.len()));
         for query in enclosing {
             recursive |= query.recursive;
@@ -147,7 +151,11 @@ impl Visitor for Collector<'_> {
             ),
             None => (vec![], false),
         };
-        self.scopes.queries.push(QueryScope { span, recursive, ctes });
+        self.scopes.queries.push(QueryScope {
+            span,
+            recursive,
+            ctes,
+        });
         self.selects(&query.body);
         ControlFlow::Continue(())
     }
@@ -157,7 +165,11 @@ fn from_tables(select: &Select, range: &dyn Fn(&TableFactor) -> Range<usize>) ->
     let mut out = vec![];
     for TableWithJoins { relation, joins } in &select.from {
         out.push(from_table(relation, range(relation)));
-        out.extend(joins.iter().map(|j| from_table(&j.relation, range(&j.relation))));
+        out.extend(
+            joins
+                .iter()
+                .map(|j| from_table(&j.relation, range(&j.relation))),
+        );
     }
     out
 }
@@ -165,7 +177,9 @@ fn from_tables(select: &Select, range: &dyn Fn(&TableFactor) -> Range<usize>) ->
 fn from_table(factor: &TableFactor, span: Range<usize>) -> FromTable {
     let (name, alias) = match factor {
         TableFactor::Table { name, alias, .. } => (Some(name.to_string()), alias.as_ref()),
-        TableFactor::Derived { alias, .. } | TableFactor::NestedJoin { alias, .. } => (None, alias.as_ref()),
+        TableFactor::Derived { alias, .. } | TableFactor::NestedJoin { alias, .. } => {
+            (None, alias.as_ref())
+        }
         _ => (None, None),
     };
     FromTable {

@@ -16,8 +16,10 @@
 //! - any other subquery is constant with respect to the column:
 //!   `stop_gradient(subquery)`.
 //!
-//! Every marker of one node over the same loss shares one reverse pass, for
-//! all the parameters it is taken with respect to.
+//! Every marker of one statement over the same loss shares one reverse pass,
+//! for all the parameters it is taken with respect to anywhere in the
+//! statement: the rule first asks every node which gradients it needs, then
+//! forms one pass per loss, then joins each node to its share.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,7 +31,7 @@ use datafusion_common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion_common::{Column, NullEquality, Result, TableReference};
 use datafusion_expr::expr::ScalarFunction;
 use datafusion_expr::expr_rewriter::NamePreserver;
-use datafusion_expr::{Expr, JoinType, LogicalPlan, LogicalPlanBuilder, TableScan};
+use datafusion_expr::{Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Subquery, TableScan};
 use datafusion_optimizer::AnalyzerRule;
 
 use super::GradientTable;
@@ -46,7 +48,13 @@ pub struct WholeQueryMarkers;
 
 impl AnalyzerRule for WholeQueryMarkers {
     fn analyze(&self, plan: LogicalPlan, config: &ConfigOptions) -> Result<LogicalPlan> {
-        plan.transform_up_with_subqueries(|node| rewrite(node, config))
+        let mut passes = Passes::default();
+        plan.apply_with_subqueries(|node| {
+            rewrite(node.clone(), config, &mut passes)?;
+            Ok(TreeNodeRecursion::Continue)
+        })?;
+        passes.form(config)?;
+        plan.transform_up_with_subqueries(|node| rewrite(node, config, &mut passes))
             .map(|t| t.data)
     }
 
@@ -82,7 +90,83 @@ fn wraps(f: &ScalarFunction) -> bool {
     f.func.name() == WITH_DERIVATIVE || f.func.name() == "stop_gradient"
 }
 
-fn rewrite(node: LogicalPlan, config: &ConfigOptions) -> Result<Transformed<LogicalPlan>> {
+/// The reverse passes of one statement: first the gradients its nodes ask
+/// for, then one pass per loss for all of them.
+#[derive(Default)]
+struct Passes {
+    asked: Vec<(Arc<LogicalPlan>, Parameter)>,
+    /// `None` while the nodes are being asked.
+    formed: Option<Vec<Formed>>,
+}
+
+/// One loss's reverse pass: its gradient by each parameter, in order.
+struct Formed {
+    loss: Arc<LogicalPlan>,
+    parameters: Vec<Parameter>,
+    tables: Vec<GradientTable>,
+}
+
+impl Passes {
+    fn ask(&mut self, loss: &Arc<LogicalPlan>, parameter: &Parameter) {
+        let known = self
+            .asked
+            .iter()
+            .any(|(l, p)| l == loss && same_parameter(p, parameter));
+        if !known {
+            self.asked.push((Arc::clone(loss), parameter.clone()));
+        }
+    }
+
+    /// One pass per loss asked for, for every parameter asked with it.
+    fn form(&mut self, config: &ConfigOptions) -> Result<()> {
+        let options = AutogradOptions::from_config(config);
+        let mut formed: Vec<Formed> = vec![];
+        for (loss, parameter) in self.asked.drain(..) {
+            match formed.iter_mut().find(|f| f.loss == loss) {
+                Some(pass) => pass.parameters.push(parameter),
+                None => formed.push(Formed {
+                    loss,
+                    parameters: vec![parameter],
+                    tables: vec![],
+                }),
+            }
+        }
+        for pass in &mut formed {
+            let staged = gradients(&pass.loss, &pass.parameters, &options)?;
+            pass.tables = GradientTable::sharing(Arc::new(staged));
+        }
+        self.formed = Some(formed);
+        Ok(())
+    }
+
+    /// The gradient of `loss` by `parameter` from the statement's pass, if
+    /// one was formed for them.
+    fn table(&self, loss: &LogicalPlan, parameter: &Parameter) -> Option<GradientTable> {
+        let pass = self
+            .formed
+            .as_ref()?
+            .iter()
+            .find(|f| f.loss.as_ref() == loss)?;
+        let k = pass
+            .parameters
+            .iter()
+            .position(|p| same_parameter(p, parameter))?;
+        Some(pass.tables[k].clone())
+    }
+}
+
+fn same_parameter(a: &Parameter, b: &Parameter) -> bool {
+    a.table() == b.table() && a.column() == b.column()
+}
+
+/// `node` with its markers over subqueries wrapped and joined to their
+/// gradients; while `passes` is still asking, `node` as it is, the gradients
+/// it needs noted.
+fn rewrite(
+    node: LogicalPlan,
+    config: &ConfigOptions,
+    passes: &mut Passes,
+) -> Result<Transformed<LogicalPlan>> {
     let mut wanted = false;
     node.apply_expressions(|e| {
         wanted |= e.exists(|x| {
@@ -132,16 +216,37 @@ fn rewrite(node: LogicalPlan, config: &ConfigOptions) -> Result<Transformed<Logi
     if joins.requests.is_empty() && joins.values.is_empty() {
         return Ok(rewritten);
     }
-    let joined = joins.join(input)?;
+    if passes.formed.is_none() {
+        for (loss, parameter, ..) in &joins.requests {
+            passes.ask(loss, parameter);
+        }
+        return Ok(Transformed::no(node));
+    }
+    // A join keeps no order: rows the node reads sorted are sorted again.
+    let order = match &input {
+        LogicalPlan::Sort(sort) => Some(sort.expr.clone()),
+        _ => None,
+    };
+    let mut joined = joins.join(input, passes)?;
+    if let Some(order) = order {
+        joined = LogicalPlanBuilder::from(joined).sort(order)?.build()?;
+    }
     let exprs = rewritten.data.expressions();
     let rebuilt = node.with_new_exprs(exprs, vec![joined])?;
     // The joined columns go again where the node passes its input's on.
     if rebuilt.schema().fields().len() == node.schema().fields().len() {
         return Ok(Transformed::yes(rebuilt));
     }
-    let columns: Vec<Expr> = node.schema().columns().into_iter().map(Expr::Column).collect();
+    let columns: Vec<Expr> = node
+        .schema()
+        .columns()
+        .into_iter()
+        .map(Expr::Column)
+        .collect();
     Ok(Transformed::yes(
-        LogicalPlanBuilder::from(rebuilt).project(columns)?.build()?,
+        LogicalPlanBuilder::from(rebuilt)
+            .project(columns)?
+            .build()?,
     ))
 }
 
@@ -173,11 +278,25 @@ fn refuse_second_order(derivative: Derivative, f: &ScalarFunction) -> Result<()>
 /// column `wrt` where it reads `wrt`'s table, else as a constant.
 fn wrap(expr: Expr, wrt: &Expr, input: &LogicalPlan, joins: &mut Joins) -> Result<Expr> {
     let table = match wrt {
-        Expr::Column(c) => defining_table(input, c).map(|(scan, qualifier)| (scan, qualifier, c.name.clone())),
+        Expr::Column(c) => {
+            defining_table(input, c).map(|(scan, qualifier)| (scan, qualifier, c.name.clone()))
+        }
         _ => None,
     };
     expr.transform_down(|e| match &e {
-        Expr::ScalarFunction(f) if wraps(f) => Ok(Transformed::new(e, false, TreeNodeRecursion::Jump)),
+        Expr::ScalarFunction(f) if wraps(f) => {
+            Ok(Transformed::new(e, false, TreeNodeRecursion::Jump))
+        }
+        Expr::ScalarSubquery(subquery) if !subquery.outer_ref_columns.is_empty() => {
+            refuse_correlated(
+                subquery,
+                wrt,
+                table.as_ref().map(|(scan, _, c)| (scan, c)),
+                joins,
+            )?;
+            let wrapped = stop_gradient_udf().call(vec![e.clone()]);
+            Ok(Transformed::new(wrapped, true, TreeNodeRecursion::Jump))
+        }
         Expr::ScalarSubquery(subquery) => {
             let reads = match &table {
                 Some((scan, _, column)) => {
@@ -189,7 +308,8 @@ fn wrap(expr: Expr, wrt: &Expr, input: &LogicalPlan, joins: &mut Joins) -> Resul
             };
             let wrapped = match (reads, &table) {
                 (Some(parameter), Some((scan, qualifier, _))) => {
-                    let d = joins.derivative(&subquery.subquery, parameter, scan, qualifier, input)?;
+                    let d =
+                        joins.derivative(&subquery.subquery, parameter, scan, qualifier, input)?;
                     let value = joins.value(&subquery.subquery)?;
                     with_derivative(Expr::Column(value), Expr::Column(d), wrt.clone())
                 }
@@ -200,6 +320,45 @@ fn wrap(expr: Expr, wrt: &Expr, input: &LogicalPlan, joins: &mut Joins) -> Resul
         _ => Ok(Transformed::no(e)),
     })
     .map(|t| t.data)
+}
+
+/// An error for a correlated subquery whose value moves with the column
+/// `wrt`: one that refers to it, or reads its table; any other correlated
+/// subquery is a constant of the derivative.
+fn refuse_correlated(
+    subquery: &Subquery,
+    wrt: &Expr,
+    table: Option<(&TableScan, &String)>,
+    joins: &Joins,
+) -> Result<()> {
+    let refers = match wrt {
+        Expr::Column(c) => subquery.outer_ref_columns.iter().any(|e| {
+            matches!(e, Expr::OuterReferenceColumn(_, o)
+                if o.name == c.name && (o.relation.is_none() || c.relation.is_none() || o.relation == c.relation))
+        }),
+        _ => false,
+    };
+    if refers {
+        return fail!(
+            UnsupportedOperation,
+            "cannot differentiate through a scalar subquery that refers to the column being \
+             differentiated ({wrt}); move the derivative inside the subquery"
+        );
+    }
+    if let Some((scan, column)) = table {
+        let parameter = joins.parameter(scan, column)?;
+        if reads_a_parameter(&subquery.subquery, std::slice::from_ref(&parameter))? {
+            return fail!(
+                UnsupportedOperation,
+                "the correlated scalar subquery `{}` reads table `{}` of the column being \
+                 differentiated; the gradient of a whole query is formed for uncorrelated \
+                 subqueries: compute the per-row values in a join or a CTE first",
+                Expr::ScalarSubquery(subquery.clone()),
+                scan.table_name
+            );
+        }
+    }
+    Ok(())
 }
 
 /// The base table scan whose rows carry the column `column` of `plan`'s
@@ -222,7 +381,10 @@ fn defining(plan: &LogicalPlan, qualifier: &TableReference) -> Option<TableScan>
     match plan {
         LogicalPlan::TableScan(scan) if scan.table_name == *qualifier => Some(scan.clone()),
         LogicalPlan::SubqueryAlias(a) if a.alias == *qualifier => base_scan(&a.input),
-        other => other.inputs().into_iter().find_map(|input| defining(input, qualifier)),
+        other => other
+            .inputs()
+            .into_iter()
+            .find_map(|input| defining(input, qualifier)),
     }
 }
 
@@ -232,9 +394,10 @@ fn base_scan(plan: &LogicalPlan) -> Option<TableScan> {
         LogicalPlan::TableScan(scan) => Some(scan.clone()),
         LogicalPlan::SubqueryAlias(a) => base_scan(&a.input),
         LogicalPlan::Projection(p)
-            if p.expr.iter().zip(p.schema.fields()).all(
-                |(e, f)| matches!(e, Expr::Column(c) if c.name == *f.name()),
-            ) =>
+            if p.expr
+                .iter()
+                .zip(p.schema.fields())
+                .all(|(e, f)| matches!(e, Expr::Column(c) if c.name == *f.name())) =>
         {
             base_scan(&p.input)
         }
@@ -312,29 +475,44 @@ impl<'a> Joins<'a> {
             );
         }
         let same = |(l, p, i, _): &&(Arc<LogicalPlan>, Parameter, Vec<Column>, Column)| {
-            l == loss && p.table() == parameter.table() && p.column() == parameter.column() && *i == identity
+            l == loss
+                && p.table() == parameter.table()
+                && p.column() == parameter.column()
+                && *i == identity
         };
         if let Some((.., d)) = self.requests.iter().find(same) {
             return Ok(d.clone());
         }
         let d = Column::from_name(format!("__autograd_d{}", self.requests.len()));
-        self.requests.push((Arc::clone(loss), parameter, identity, d.clone()));
+        self.requests
+            .push((Arc::clone(loss), parameter, identity, d.clone()));
         Ok(d)
     }
 
-    /// `input` joined, row by row, to the gradients asked for: one reverse
-    /// pass per loss, for all its parameters.
-    fn join(self, input: LogicalPlan) -> Result<LogicalPlan> {
+    /// `input` joined, row by row, to the gradients asked for: from the
+    /// statement's passes, or (a loss that changed since it was asked for,
+    /// rewritten inside) one pass per loss here, for all its parameters.
+    fn join(self, input: LogicalPlan, passes: &Passes) -> Result<LogicalPlan> {
         let options = AutogradOptions::from_config(self.config);
+        let mut tables: Vec<Option<GradientTable>> = self
+            .requests
+            .iter()
+            .map(|(loss, parameter, ..)| passes.table(loss, parameter))
+            .collect();
         let mut by_loss: HashMap<&LogicalPlan, Vec<usize>> = HashMap::new();
         for (k, (loss, ..)) in self.requests.iter().enumerate() {
-            by_loss.entry(loss.as_ref()).or_default().push(k);
+            if tables[k].is_none() {
+                by_loss.entry(loss.as_ref()).or_default().push(k);
+            }
         }
-        let mut tables: Vec<Option<GradientTable>> = (0..self.requests.len()).map(|_| None).collect();
         for (loss, asked) in by_loss {
-            let parameters: Vec<Parameter> = asked.iter().map(|&k| self.requests[k].1.clone()).collect();
+            let parameters: Vec<Parameter> =
+                asked.iter().map(|&k| self.requests[k].1.clone()).collect();
             let staged = gradients(loss, &parameters, &options)?;
-            for (table, &k) in GradientTable::sharing(Arc::new(staged)).into_iter().zip(&asked) {
+            for (table, &k) in GradientTable::sharing(Arc::new(staged))
+                .into_iter()
+                .zip(&asked)
+            {
                 tables[k] = Some(table);
             }
         }
@@ -345,7 +523,9 @@ impl<'a> Joins<'a> {
                 .project([value])?
                 .alias(format!("{}_value", column.name))?
                 .build()?;
-            joined = LogicalPlanBuilder::from(joined).cross_join(one_row)?.build()?;
+            joined = LogicalPlanBuilder::from(joined)
+                .cross_join(one_row)?
+                .build()?;
         }
         for ((_, _, identity, d), table) in self.requests.iter().zip(tables) {
             let table = table.expect("every request has its table");
@@ -361,17 +541,25 @@ impl<'a> Joins<'a> {
                 .collect();
             exprs.push(Expr::Column(Column::from_name(GRADIENT_COLUMN)).alias(d.name.clone()));
             // One row per distinct row of the table: identical rows share one gradient.
-            let gradient = LogicalPlanBuilder::scan(name, provider_as_source(Arc::new(table)), None)?
-                .project(exprs)?
-                .distinct()?
-                .build()?;
+            let gradient =
+                LogicalPlanBuilder::scan(name, provider_as_source(Arc::new(table)), None)?
+                    .project(exprs)?
+                    .distinct()?
+                    .build()?;
             let on: Vec<(Expr, Expr)> = identity
                 .iter()
                 .cloned()
                 .map(Expr::Column)
                 .zip(keys.into_iter().map(Expr::Column))
                 .collect();
-            joined = join(joined, gradient, on, None, JoinType::Left, NullEquality::NullEqualsNull)?;
+            joined = join(
+                joined,
+                gradient,
+                on,
+                None,
+                JoinType::Left,
+                NullEquality::NullEqualsNull,
+            )?;
         }
         Ok(joined)
     }

@@ -139,7 +139,7 @@ fn table_provider(state: &SessionState, table: &TableReference) -> Result<Arc<dy
 
 /// A gradient as a table: result `k` of a [`Staged`], whose stages are planned
 /// and computed when a statement that reads it runs.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct GradientTable {
     staged: Arc<Staged>,
     k: usize,
@@ -177,7 +177,6 @@ impl GradientTable {
 
 #[async_trait]
 impl TableProvider for GradientTable {
-
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }

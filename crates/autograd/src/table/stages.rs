@@ -14,8 +14,7 @@ use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
-    collect_partitioned, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning,
-    PlanProperties,
+    collect_partitioned, DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
 use datafusion_common::arrow::array::RecordBatch;
 use datafusion_common::arrow::datatypes::SchemaRef;
@@ -81,7 +80,9 @@ pub(crate) type Slots = HashMap<String, Arc<StageSlot>>;
 pub(crate) async fn plan_stages(session: &dyn Session, staged: &Staged) -> Result<Slots> {
     let mut slots = HashMap::new();
     for stage in &staged.stages {
-        let plan = session.create_physical_plan(&bind(&stage.plan, &slots)?).await?;
+        let plan = session
+            .create_physical_plan(&bind(&stage.plan, &slots)?)
+            .await?;
         let slot = Arc::new(StageSlot {
             name: stage.name.clone(),
             plan,
@@ -103,19 +104,24 @@ pub(crate) fn bind(plan: &LogicalPlan, slots: &Slots) -> Result<LogicalPlan> {
                 return Ok(Transformed::no(node));
             };
             let Some(slot) = slots.get(stage.name()) else {
-                return datafusion_common::internal_err!("the stage {} is read before it is planned", stage.name());
+                return datafusion_common::internal_err!(
+                    "the stage {} is read before it is planned",
+                    stage.name()
+                );
             };
             let table = Arc::new(StageTable {
                 slot: Arc::clone(slot),
                 schema: scan.source.schema(),
             });
-            Ok(Transformed::yes(LogicalPlan::TableScan(TableScan::try_new(
-                scan.table_name.clone(),
-                provider_as_source(table),
-                scan.projection.clone(),
-                scan.filters.clone(),
-                scan.fetch,
-            )?)))
+            Ok(Transformed::yes(LogicalPlan::TableScan(
+                TableScan::try_new(
+                    scan.table_name.clone(),
+                    provider_as_source(table),
+                    scan.projection.clone(),
+                    scan.filters.clone(),
+                    scan.fetch,
+                )?,
+            )))
         })
         .map(|t| t.data)
 }
@@ -129,7 +135,6 @@ struct StageTable {
 
 #[async_trait]
 impl TableProvider for StageTable {
-
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
     }
@@ -145,7 +150,10 @@ impl TableProvider for StageTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        Ok(Arc::new(StageExec::new(Arc::clone(&self.slot), projection.cloned())?))
+        Ok(Arc::new(StageExec::new(
+            Arc::clone(&self.slot),
+            projection.cloned(),
+        )?))
     }
 }
 
@@ -193,7 +201,6 @@ impl ExecutionPlan for StageExec {
     fn name(&self) -> &str {
         "StageExec"
     }
-
 
     fn properties(&self) -> &Arc<PlanProperties> {
         &self.properties

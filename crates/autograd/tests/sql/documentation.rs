@@ -203,3 +203,52 @@ async fn documented_examples_compute_the_documented_derivative() {
         .sum();
     assert_close(vjp[0], want, 1e-12, "vjp example");
 }
+
+/// `stop_gradient` is described as the markers are, and its example computes
+/// what it says (x, not 2x).
+#[tokio::test]
+async fn stop_gradient_is_documented() {
+    let ctx = documented_context();
+    let udf = datafusion_autograd::stop_gradient_udf();
+    let documentation = udf.documentation().expect("stop_gradient is documented");
+    let routines = text_rows(
+        &ctx,
+        "SELECT routine_type, is_deterministic, function_type, description, syntax_example \
+         FROM information_schema.routines WHERE routine_name = 'stop_gradient'",
+    )
+    .await;
+    assert_eq!(
+        routines,
+        vec![vec![
+            "FUNCTION".to_string(),
+            "true".to_string(),
+            "SCALAR".to_string(),
+            documentation.description.clone(),
+            "stop_gradient(expression)".to_string(),
+        ]]
+    );
+    let parameters = text_rows(
+        &ctx,
+        "SELECT parameter_name FROM information_schema.parameters \
+         WHERE specific_name = 'stop_gradient' AND parameter_mode = 'IN'",
+    )
+    .await;
+    assert!(
+        parameters
+            .iter()
+            .all(|p| p == &vec!["expression".to_string()])
+            && !parameters.is_empty(),
+        "{parameters:?}"
+    );
+    register(&ctx, "samples", &[("x", vec![Some(1.5), Some(-2.0)])]);
+    let example = documentation.sql_example.as_deref().unwrap();
+    let query = example
+        .trim_start_matches("```sql\n")
+        .split("  --")
+        .next()
+        .unwrap();
+    let got = column(&ctx, &format!("{query} ORDER BY id")).await;
+    for (g, x) in got.iter().zip([1.5, -2.0]) {
+        assert_close(*g, x, 1e-15, "the documented example");
+    }
+}

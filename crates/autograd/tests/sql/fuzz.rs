@@ -30,7 +30,12 @@ struct Hyper {
 
 impl Hyper {
     fn constant(a: f64) -> Self {
-        Hyper { a, b: 0.0, c: 0.0, d: 0.0 }
+        Hyper {
+            a,
+            b: 0.0,
+            c: 0.0,
+            d: 0.0,
+        }
     }
 
     /// `g(self)` for a function with `g`, `g′`, `g″` at `self.a`.
@@ -125,7 +130,12 @@ impl Hyper {
 impl Add for Hyper {
     type Output = Hyper;
     fn add(self, o: Hyper) -> Hyper {
-        Hyper { a: self.a + o.a, b: self.b + o.b, c: self.c + o.c, d: self.d + o.d }
+        Hyper {
+            a: self.a + o.a,
+            b: self.b + o.b,
+            c: self.c + o.c,
+            d: self.d + o.d,
+        }
     }
 }
 impl Sub for Hyper {
@@ -137,7 +147,12 @@ impl Sub for Hyper {
 impl Neg for Hyper {
     type Output = Hyper;
     fn neg(self) -> Hyper {
-        Hyper { a: -self.a, b: -self.b, c: -self.c, d: -self.d }
+        Hyper {
+            a: -self.a,
+            b: -self.b,
+            c: -self.c,
+            d: -self.d,
+        }
     }
 }
 impl Mul for Hyper {
@@ -163,15 +178,60 @@ impl Div for Hyper {
 /// its domain and its values moderate.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Unary {
-    Sin, Cos, Tan, Cot, Asin, Acos, Atan, Sinh, Cosh, Tanh, Asinh, Acosh, Atanh, Exp, Ln, Log,
-    Log2, Log10, Sqrt, Cbrt, Degrees, Radians, Abs, Signum, Floor, Ceil, Round, Trunc, Neg,
-    Square, Cube, CastDouble, TryCastDouble, CastBigint,
+    Sin,
+    Cos,
+    Tan,
+    Cot,
+    Asin,
+    Acos,
+    Atan,
+    Sinh,
+    Cosh,
+    Tanh,
+    Asinh,
+    Acosh,
+    Atanh,
+    Exp,
+    Ln,
+    Log,
+    Log2,
+    Log10,
+    Sqrt,
+    Cbrt,
+    Degrees,
+    Radians,
+    Abs,
+    Signum,
+    Floor,
+    Ceil,
+    Round,
+    Trunc,
+    Neg,
+    Square,
+    Cube,
+    CastDouble,
+    TryCastDouble,
+    CastBigint,
+    StopGradient,
 }
 
 /// Operations on two children.
 #[derive(Clone, Copy, Debug, PartialEq)]
 enum Binary {
-    Add, Sub, Mul, Div, Rem, Power, Pow, LogBase, Atan2, Greatest, Least, Coalesce, Nvl, Nullif,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+    Power,
+    Pow,
+    LogBase,
+    Atan2,
+    Greatest,
+    Least,
+    Coalesce,
+    Nvl,
+    Nullif,
 }
 
 /// Which marker, by which variable.
@@ -197,26 +257,100 @@ enum Tree {
     Marker(Marker, Box<Tree>, usize, Box<Tree>),
 }
 
-const UNARY: [Unary; 34] = {
+const UNARY: [Unary; 35] = {
     use Unary::*;
     [
-        Sin, Cos, Tan, Cot, Asin, Acos, Atan, Sinh, Cosh, Tanh, Asinh, Acosh, Atanh, Exp, Ln, Log,
-        Log2, Log10, Sqrt, Cbrt, Degrees, Radians, Abs, Signum, Floor, Ceil, Round, Trunc, Neg,
-        Square, Cube, CastDouble, TryCastDouble, CastBigint,
+        Sin,
+        Cos,
+        Tan,
+        Cot,
+        Asin,
+        Acos,
+        Atan,
+        Sinh,
+        Cosh,
+        Tanh,
+        Asinh,
+        Acosh,
+        Atanh,
+        Exp,
+        Ln,
+        Log,
+        Log2,
+        Log10,
+        Sqrt,
+        Cbrt,
+        Degrees,
+        Radians,
+        Abs,
+        Signum,
+        Floor,
+        Ceil,
+        Round,
+        Trunc,
+        Neg,
+        Square,
+        Cube,
+        CastDouble,
+        TryCastDouble,
+        CastBigint,
+        StopGradient,
     ]
 };
 
 const BINARY: [Binary; 14] = {
     use Binary::*;
-    [Add, Sub, Mul, Div, Rem, Power, Pow, LogBase, Atan2, Greatest, Least, Coalesce, Nvl, Nullif]
+    [
+        Add, Sub, Mul, Div, Rem, Power, Pow, LogBase, Atan2, Greatest, Least, Coalesce, Nvl, Nullif,
+    ]
 };
 
 /// The primitives a tree of these operations can call.
 const COVERED: &[&str] = &[
-    "+", "-", "*", "/", "%", "negative", "power", "pow", "sqrt", "cbrt", "exp", "ln", "log",
-    "log2", "log10", "sin", "cos", "tan", "cot", "asin", "acos", "atan", "atan2", "degrees",
-    "radians", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh", "abs", "signum", "floor", "ceil",
-    "round", "trunc", "greatest", "least", "coalesce", "nvl", "nullif", "nvl2",
+    "+",
+    "-",
+    "*",
+    "/",
+    "%",
+    "negative",
+    "power",
+    "pow",
+    "sqrt",
+    "cbrt",
+    "exp",
+    "ln",
+    "log",
+    "log2",
+    "log10",
+    "sin",
+    "cos",
+    "tan",
+    "cot",
+    "asin",
+    "acos",
+    "atan",
+    "atan2",
+    "degrees",
+    "radians",
+    "sinh",
+    "cosh",
+    "tanh",
+    "asinh",
+    "acosh",
+    "atanh",
+    "abs",
+    "signum",
+    "floor",
+    "ceil",
+    "round",
+    "trunc",
+    "greatest",
+    "least",
+    "coalesce",
+    "nvl",
+    "nullif",
+    "nvl2",
+    "stop_gradient",
 ];
 
 impl Tree {
@@ -295,6 +429,7 @@ impl Tree {
                     CastDouble => format!("CAST({u} AS DOUBLE)"),
                     TryCastDouble => format!("TRY_CAST({u} AS DOUBLE)"),
                     CastBigint => format!("CAST(tanh({u}) * 3.0 AS BIGINT)"),
+                    StopGradient => format!("stop_gradient({u})"),
                 }
             }
             Tree::Binary(op, a, b) => {
@@ -376,7 +511,11 @@ impl Tree {
                     Radians => u.scale(std::f64::consts::PI / 180.0),
                     Abs => {
                         near(kink, u.a);
-                        if u.a >= 0.0 { u } else { -u }
+                        if u.a >= 0.0 {
+                            u
+                        } else {
+                            -u
+                        }
                     }
                     Signum => {
                         near(kink, u.a);
@@ -407,6 +546,7 @@ impl Tree {
                         near(kink, to_integer(v));
                         u.step(v.trunc())
                     }
+                    StopGradient => k(u.a),
                 }
             }
             Tree::Binary(op, a, b) => {
@@ -428,8 +568,16 @@ impl Tree {
                     Atan2 => a.atan2(k(1.5) + b * b),
                     Greatest | Least => {
                         near(kink, a.a - b.a);
-                        let first = if *op == Greatest { a.a >= b.a } else { a.a <= b.a };
-                        if first { a } else { b }
+                        let first = if *op == Greatest {
+                            a.a >= b.a
+                        } else {
+                            a.a <= b.a
+                        };
+                        if first {
+                            a
+                        } else {
+                            b
+                        }
                     }
                     Coalesce | Nvl => a,
                     Nullif => {
@@ -446,13 +594,22 @@ impl Tree {
                 let a = a.eval(point, seeds, kink);
                 near(kink, a.a - t);
                 let (b, c) = (b.eval(point, seeds, kink), c.eval(point, seeds, kink));
-                if a.a > *t { b } else { c }
+                if a.a > *t {
+                    b
+                } else {
+                    c
+                }
             }
             Tree::Marker(m, f, v, t) => {
                 // The marker's variable on ε₁, the outer seed on ε₂: ∂f/∂v is
                 // the ε₁ part, and its derivative along the outer seed the ε₁ε₂ part.
                 let inner = f.eval(point, [Some(*v), seeds[0]], kink);
-                let derivative = Hyper { a: inner.b, b: inner.d, c: 0.0, d: 0.0 };
+                let derivative = Hyper {
+                    a: inner.b,
+                    b: inner.d,
+                    c: 0.0,
+                    d: 0.0,
+                };
                 match m {
                     Marker::Grad => derivative,
                     Marker::Jvp | Marker::Vjp => derivative * t.eval(point, [seeds[0], None], kink),
@@ -475,14 +632,28 @@ impl Tree {
             Tree::X | Tree::Y | Tree::Const(_) => return vec![],
             Tree::Unary(op, u) => {
                 out.push(*u.clone());
-                out.extend(u.simpler().into_iter().map(|s| Tree::Unary(*op, Box::new(s))));
+                out.extend(
+                    u.simpler()
+                        .into_iter()
+                        .map(|s| Tree::Unary(*op, Box::new(s))),
+                );
             }
             Tree::Binary(op, a, b) => {
                 out.extend([*a.clone(), *b.clone()]);
-                out.extend(a.simpler().into_iter().map(|s| Tree::Binary(*op, Box::new(s), b.clone())));
-                out.extend(b.simpler().into_iter().map(|s| Tree::Binary(*op, a.clone(), Box::new(s))));
+                out.extend(
+                    a.simpler()
+                        .into_iter()
+                        .map(|s| Tree::Binary(*op, Box::new(s), b.clone())),
+                );
+                out.extend(
+                    b.simpler()
+                        .into_iter()
+                        .map(|s| Tree::Binary(*op, a.clone(), Box::new(s))),
+                );
             }
-            Tree::Nvl2(a, b, c) | Tree::Case(a, _, b, c) => out.extend([*a.clone(), *b.clone(), *c.clone()]),
+            Tree::Nvl2(a, b, c) | Tree::Case(a, _, b, c) => {
+                out.extend([*a.clone(), *b.clone(), *c.clone()])
+            }
             Tree::Marker(_, f, _, t) => out.extend([*f.clone(), *t.clone()]),
         }
         out
@@ -508,7 +679,13 @@ fn smooth_points(tree: &Tree, rng: &mut Rng, count: usize) -> Option<Vec<[f64; 2
 }
 
 /// Everything that differs from the references for one tree and variable.
-async fn failures(ctx: &SessionContext, plain: &SessionContext, tree: &Tree, v: usize, points: &[[f64; 2]]) -> Vec<String> {
+async fn failures(
+    ctx: &SessionContext,
+    plain: &SessionContext,
+    tree: &Tree,
+    v: usize,
+    points: &[[f64; 2]],
+) -> Vec<String> {
     let f = tree.sql();
     let wrt = ["x", "y"][v];
     let expected: Vec<f64> = points.iter().map(|p| tree.derivative(*p, v).0).collect();
@@ -517,15 +694,19 @@ async fn failures(ctx: &SessionContext, plain: &SessionContext, tree: &Tree, v: 
             Err(e) => return Some(format!("{how}: {e}")),
             Ok(got) => got,
         };
-        got.iter().zip(&expected).zip(points).find_map(|((g, e), p)| {
-            let ok = g.is_some_and(|g| (g - e).abs() <= 1e-9 * (1.0 + e.abs()));
-            (!ok).then(|| format!("{how}: at {p:?} got {g:?}, hyper-dual numbers give {e}"))
-        })
+        got.iter()
+            .zip(&expected)
+            .zip(points)
+            .find_map(|((g, e), p)| {
+                let ok = g.is_some_and(|g| (g - e).abs() <= 1e-9 * (1.0 + e.abs()));
+                (!ok).then(|| format!("{how}: at {p:?} got {g:?}, hyper-dual numbers give {e}"))
+            })
     };
     let mut out = vec![];
     let marker = format!("SELECT grad({f}, {wrt}) FROM pts ORDER BY id");
     out.extend(compare("planner", evaluate(ctx, &marker).await));
-    let bridged = rewrite_sql(&marker, &|_| Ok(None), &Default::default()).map_err(|e| e.to_string());
+    let bridged =
+        rewrite_sql(&marker, &|_| Ok(None), &Default::default()).map_err(|e| e.to_string());
     let bridged = match bridged {
         Ok(rewritten) => evaluate(plain, &rewritten).await,
         Err(e) => Err(e),
@@ -537,6 +718,11 @@ async fn failures(ctx: &SessionContext, plain: &SessionContext, tree: &Tree, v: 
         Err(e) => Err(e),
     };
     out.extend(compare("derivative SQL read back", read_back));
+    // Central differences move through stop_gradient (its value is its
+    // argument's); only the hyper-dual numbers above hold it constant.
+    if f.contains("stop_gradient") {
+        return out;
+    }
     match check_grad(ctx, &f, wrt, "SELECT * FROM pts").await {
         Ok(check) if check.checked == points.len() as i64 && check.worst_error <= 1e-5 => {}
         Ok(check) => out.push(format!("check_grad: {check:?}")),
@@ -552,10 +738,18 @@ async fn evaluate(ctx: &SessionContext, sql: &str) -> Result<Vec<Option<f64>>, S
     };
     let mut out = vec![];
     for batch in batches {
-        let column = datafusion::arrow::compute::cast(batch.column(0), &datafusion::arrow::datatypes::DataType::Float64)
-            .map_err(|e| e.to_string())?;
-        let column = column.as_any().downcast_ref::<datafusion::arrow::array::Float64Array>().unwrap();
-        out.extend((0..column.len()).map(|i| (!datafusion::arrow::array::Array::is_null(column, i)).then(|| column.value(i))));
+        let column = datafusion::arrow::compute::cast(
+            batch.column(0),
+            &datafusion::arrow::datatypes::DataType::Float64,
+        )
+        .map_err(|e| e.to_string())?;
+        let column = column
+            .as_any()
+            .downcast_ref::<datafusion::arrow::array::Float64Array>()
+            .unwrap();
+        out.extend((0..column.len()).map(|i| {
+            (!datafusion::arrow::array::Array::is_null(column, i)).then(|| column.value(i))
+        }));
     }
     Ok(out)
 }
@@ -575,7 +769,10 @@ fn set_points(ctx: &SessionContext, points: &[[f64; 2]]) {
 fn the_trees_draw_on_every_registered_primitive() {
     let registered: BTreeSet<&str> = primitives().collect();
     let covered: BTreeSet<&str> = COVERED.iter().copied().collect();
-    assert_eq!(registered, covered, "a primitive without a place in the fuzzed trees");
+    assert_eq!(
+        registered, covered,
+        "a primitive without a place in the fuzzed trees"
+    );
 }
 
 #[tokio::test]
@@ -613,7 +810,10 @@ async fn random_trees_match_hyper_dual_numbers_and_central_differences() {
                     };
                     set_points(&ctx, &points);
                     set_points(&plain, &points);
-                    if !failures(&ctx, &plain, &candidate, v, &points).await.is_empty() {
+                    if !failures(&ctx, &plain, &candidate, v, &points)
+                        .await
+                        .is_empty()
+                    {
                         smallest = candidate;
                         continue 'shrink;
                     }
@@ -643,19 +843,32 @@ async fn check_grad_names_the_worst_row() {
     // floor jumps at 1: its derivative is 0 everywhere, but the central
     // difference straddling the jump is about 1 / (2·step).
     let relation = "SELECT * FROM (VALUES (0.25), (0.9999999), (-1.5)) AS t(x)";
-    let check = check_grad(&ctx, "floor(x) + x * x", "x", relation).await.unwrap();
+    let check = check_grad(&ctx, "floor(x) + x * x", "x", relation)
+        .await
+        .unwrap();
     assert_eq!((check.rows, check.checked), (3, 3));
     assert_eq!(check.at, 0.9999999);
     assert!((check.grad - 2.0 * 0.9999999).abs() < 1e-12, "{check:?}");
-    assert!(check.worst_error > 0.9 && check.difference > 1e4, "{check:?}");
+    assert!(
+        check.worst_error > 0.9 && check.difference > 1e4,
+        "{check:?}"
+    );
 
     let smooth = "SELECT * FROM (VALUES (0.25), (-1.5)) AS t(x)";
-    let check = check_grad(&ctx, "floor(x) + x * x", "x", smooth).await.unwrap();
+    let check = check_grad(&ctx, "floor(x) + x * x", "x", smooth)
+        .await
+        .unwrap();
     assert!(check.worst_error < 1e-8, "{check:?}");
 
     let empty = "SELECT * FROM (VALUES (0.25)) AS t(x) WHERE x > 1";
-    let error = check_grad(&ctx, "x", "x", empty).await.unwrap_err().to_string();
+    let error = check_grad(&ctx, "x", "x", empty)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("the relation has no rows"), "{error}");
-    let error = check_grad(&ctx, "x", "2 * x", smooth).await.unwrap_err().to_string();
+    let error = check_grad(&ctx, "x", "2 * x", smooth)
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(error.contains("must be a column name"), "{error}");
 }

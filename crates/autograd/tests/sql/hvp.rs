@@ -17,7 +17,10 @@ async fn run(ctx: &SessionContext, sql: &str) {
 async fn analyzed(ctx: &SessionContext, sql: &str) -> datafusion_expr::LogicalPlan {
     let state = ctx.state();
     let plan = state.create_logical_plan(sql).await.unwrap();
-    state.analyzer().execute_and_check(plan, state.config_options(), |_, _| {}).unwrap()
+    state
+        .analyzer()
+        .execute_and_check(plan, state.config_options(), |_, _| {})
+        .unwrap()
 }
 
 async fn parameter(ctx: &SessionContext, table: &str, column: &str) -> Parameter {
@@ -34,16 +37,31 @@ async fn parameter(ctx: &SessionContext, table: &str, column: &str) -> Parameter
 
 /// `(i, grad, hvp)` of every row of `w`, by `i`.
 async fn products(ctx: &SessionContext, loss: &str, along: Direction) -> Vec<(f64, f64, f64)> {
-    let staged = hvp(&analyzed(ctx, loss).await, &parameter(ctx, "w", "w").await, &along, &Default::default()).unwrap();
+    let staged = hvp(
+        &analyzed(ctx, loss).await,
+        &parameter(ctx, "w", "w").await,
+        &along,
+        &Default::default(),
+    )
+    .unwrap();
     let table = GradientTable::new(Arc::new(staged), 0);
     let df = ctx.read_table(Arc::new(table)).unwrap();
-    let df = df.sort(vec![datafusion::prelude::col("i").sort(true, false)]).unwrap();
+    let df = df
+        .sort(vec![datafusion::prelude::col("i").sort(true, false)])
+        .unwrap();
     let batches = df.collect().await.unwrap();
     let mut out = vec![];
     for batch in batches {
         let column = |name: &str| {
-            let c = datafusion::arrow::compute::cast(batch.column_by_name(name).unwrap(), &datafusion::arrow::datatypes::DataType::Float64).unwrap();
-            c.as_any().downcast_ref::<datafusion::arrow::array::Float64Array>().unwrap().clone()
+            let c = datafusion::arrow::compute::cast(
+                batch.column_by_name(name).unwrap(),
+                &datafusion::arrow::datatypes::DataType::Float64,
+            )
+            .unwrap();
+            c.as_any()
+                .downcast_ref::<datafusion::arrow::array::Float64Array>()
+                .unwrap()
+                .clone()
         };
         let (i, g, h) = (column("i"), column("grad"), column("hvp"));
         for r in 0..batch.num_rows() {
@@ -61,7 +79,14 @@ async fn moved(ctx: &SessionContext, base: &[(i64, f64)], v: &[f64], step: f64) 
         .map(|((i, w), v)| format!("({i}, {:?})", w + step * v))
         .collect();
     run(ctx, "DROP TABLE IF EXISTS w").await;
-    run(ctx, &format!("CREATE TABLE w (i BIGINT, w DOUBLE) AS VALUES {}", values.join(", "))).await;
+    run(
+        ctx,
+        &format!(
+            "CREATE TABLE w (i BIGINT, w DOUBLE) AS VALUES {}",
+            values.join(", ")
+        ),
+    )
+    .await;
 }
 
 async fn data(ctx: &SessionContext) {
@@ -73,7 +98,11 @@ async fn data(ctx: &SessionContext) {
     )
     .await;
     run(ctx, "CREATE TABLE y (s BIGINT, t DOUBLE, k BIGINT) AS VALUES (0, 1.0, 0), (1, -1.0, 1), (2, 0.5, 2), (3, 1.0, 0)").await;
-    run(ctx, "CREATE TABLE v (i BIGINT, tangent DOUBLE) AS VALUES (0, 1.0), (1, -2.0), (2, 0.5)").await;
+    run(
+        ctx,
+        "CREATE TABLE v (i BIGINT, tangent DOUBLE) AS VALUES (0, 1.0), (1, -2.0), (2, 0.5)",
+    )
+    .await;
 }
 
 const W: [(i64, f64); 3] = [(0, 0.5), (1, -0.25), (2, 1.5)];
@@ -101,17 +130,28 @@ async fn hessian_vector_products_match_differences_of_the_gradient() {
         let ctx = context();
         data(&ctx).await;
         moved(&ctx, &W, &V, 0.0).await;
-        let got = products(&ctx, loss, Direction::Rows(analyzed(&ctx, "SELECT i, tangent FROM v").await)).await;
+        let got = products(
+            &ctx,
+            loss,
+            Direction::Rows(Box::new(analyzed(&ctx, "SELECT i, tangent FROM v").await)),
+        )
+        .await;
         let h = 1e-5;
         let gradient = |step: f64| {
             let ctx = ctx.clone();
             async move {
                 moved(&ctx, &W, &V, step).await;
-                let g: Vec<f64> = rows(&ctx, &format!("SELECT grad FROM gradient('{}', 'w.w') ORDER BY i", loss.replace('\'', "''")))
-                    .await
-                    .into_iter()
-                    .map(|r| r[0].unwrap())
-                    .collect();
+                let g: Vec<f64> = rows(
+                    &ctx,
+                    &format!(
+                        "SELECT grad FROM gradient('{}', 'w.w') ORDER BY i",
+                        loss.replace('\'', "''")
+                    ),
+                )
+                .await
+                .into_iter()
+                .map(|r| r[0].unwrap())
+                .collect();
                 g
             }
         };
@@ -136,8 +176,18 @@ async fn closed_forms() {
         assert_close(hv, 4.0 * (i + 1.0), 1e-12, "hvp");
     }
     // least squares: 2/n XᵀX v
-    let x = [[1.0, 2.0, -1.0], [0.5, -0.5, 3.0], [-2.0, 1.5, 0.25], [0.75, 0.0, -1.25]];
-    let got = products(&ctx, LOSSES[1], Direction::Rows(analyzed(&ctx, "SELECT i, tangent FROM v").await)).await;
+    let x = [
+        [1.0, 2.0, -1.0],
+        [0.5, -0.5, 3.0],
+        [-2.0, 1.5, 0.25],
+        [0.75, 0.0, -1.25],
+    ];
+    let got = products(
+        &ctx,
+        LOSSES[1],
+        Direction::Rows(Box::new(analyzed(&ctx, "SELECT i, tangent FROM v").await)),
+    )
+    .await;
     for i in 0..3 {
         let mut expected = 0.0;
         for row in &x {
@@ -147,7 +197,14 @@ async fn closed_forms() {
         assert_close(got[i].2, expected, 1e-12, "2/n XᵀXv");
     }
     // A row the direction does not name does not move.
-    let got = products(&ctx, LOSSES[0], Direction::Rows(analyzed(&ctx, "SELECT i, tangent FROM v WHERE i = 1").await)).await;
+    let got = products(
+        &ctx,
+        LOSSES[0],
+        Direction::Rows(Box::new(
+            analyzed(&ctx, "SELECT i, tangent FROM v WHERE i = 1").await,
+        )),
+    )
+    .await;
     assert_close(got[0].2, 0.0, 1e-12, "unmoved row");
     assert_close(got[1].2, 2.0 * 2.0 * -2.0, 1e-12, "moved row");
 }
@@ -161,14 +218,27 @@ async fn directional_derivatives_of_a_query() {
     let staged = jvp(
         &analyzed(&ctx, loss).await,
         &parameter(&ctx, "w", "w").await,
-        &Direction::Rows(analyzed(&ctx, "SELECT i, tangent FROM v").await),
+        &Direction::Rows(Box::new(analyzed(&ctx, "SELECT i, tangent FROM v").await)),
         &Default::default(),
     )
     .unwrap();
     let table = GradientTable::new(Arc::new(staged), 0);
-    let got = ctx.read_table(Arc::new(table)).unwrap().collect().await.unwrap();
-    let got = datafusion::arrow::compute::cast(got[0].column(1), &datafusion::arrow::datatypes::DataType::Float64).unwrap();
-    let got = got.as_any().downcast_ref::<datafusion::arrow::array::Float64Array>().unwrap().value(0);
+    let got = ctx
+        .read_table(Arc::new(table))
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let got = datafusion::arrow::compute::cast(
+        got[0].column(1),
+        &datafusion::arrow::datatypes::DataType::Float64,
+    )
+    .unwrap();
+    let got = got
+        .as_any()
+        .downcast_ref::<datafusion::arrow::array::Float64Array>()
+        .unwrap()
+        .value(0);
     let h = 1e-6;
     let mut values = vec![];
     for step in [h, -h] {

@@ -30,7 +30,8 @@ struct Data {
 impl Data {
     fn draw(rng: &mut Rng) -> Self {
         let value = |rng: &mut Rng, null_odds: usize| {
-            (rng.below(null_odds) != 0).then(|| (rng.uniform(-1.5, 1.5) * 64.0).round() / 64.0 + rng.uniform(-0.01, 0.01))
+            (rng.below(null_odds) != 0)
+                .then(|| (rng.uniform(-1.5, 1.5) * 64.0).round() / 64.0 + rng.uniform(-0.01, 0.01))
         };
         let mut w: Vec<(i64, Option<f64>)> = (0..4).map(|i| (i, value(rng, 12))).collect();
         // Tied keys, and sometimes a whole row twice.
@@ -56,10 +57,16 @@ impl Data {
     /// The parameter table with row `rows` moved by `step`.
     fn w_batch(&self, rows: &[usize], step: f64) -> RecordBatch {
         let i = Int64Array::from_iter_values(self.w.iter().map(|(i, _)| *i));
-        let w = Float64Array::from_iter(self.w.iter().enumerate().map(|(r, (_, w))| {
-            w.map(|w| if rows.contains(&r) { w + step } else { w })
-        }));
-        batch(&[("i", DataType::Int64), ("w", DataType::Float64)], vec![Arc::new(i), Arc::new(w)])
+        let w = Float64Array::from_iter(
+            self.w
+                .iter()
+                .enumerate()
+                .map(|(r, (_, w))| w.map(|w| if rows.contains(&r) { w + step } else { w })),
+        );
+        batch(
+            &[("i", DataType::Int64), ("w", DataType::Float64)],
+            vec![Arc::new(i), Arc::new(w)],
+        )
     }
 
     fn register(&self, ctx: &SessionContext, step: Option<(&[usize], f64)>) {
@@ -69,7 +76,11 @@ impl Data {
         }
         ctx.register_batch("w", self.w_batch(rows, by)).unwrap();
         let x = batch(
-            &[("s", DataType::Int64), ("i", DataType::Int64), ("v", DataType::Float64)],
+            &[
+                ("s", DataType::Int64),
+                ("i", DataType::Int64),
+                ("v", DataType::Float64),
+            ],
             vec![
                 Arc::new(Int64Array::from_iter_values(self.x.iter().map(|r| r.0))),
                 Arc::new(Int64Array::from_iter_values(self.x.iter().map(|r| r.1))),
@@ -163,7 +174,9 @@ impl Generator<'_> {
         self.reads_w |= choice < 3;
         match choice {
             0 | 1 => "SELECT i AS k, w AS a, w * 0.5 + 1.0 AS b FROM w".into(),
-            2 => "SELECT x.s AS k, x.v * w.w AS a, w.w - x.v AS b FROM x JOIN w ON x.i = w.i".into(),
+            2 => {
+                "SELECT x.s AS k, x.v * w.w AS a, w.w - x.v AS b FROM x JOIN w ON x.i = w.i".into()
+            }
             3 => "SELECT s AS k, t AS a, t * t AS b FROM y".into(),
             _ => {
                 self.used.push(Op::Values);
@@ -186,7 +199,7 @@ impl Generator<'_> {
             5 => format!("coalesce({a}, 0.3) * 2.0"),
             6 => format!("CASE WHEN {b} IS NULL THEN {a} ELSE {a} * {b} END"),
             7 => format!("tanh({b}) - {a}"),
-            _ => format!("{a}"),
+            _ => a.to_string(),
         }
     }
 
@@ -259,7 +272,9 @@ impl Generator<'_> {
                     0 => format!("CAST(COUNT({q}.b) AS DOUBLE)"),
                     _ => format!("{}({q}.b)", self.pick(&["SUM", "AVG", "MIN", "MAX"])),
                 };
-                format!("SELECT {q}.k, {fa}({q}.a) AS a, {b} AS b FROM ({inner}) {q} GROUP BY {q}.k")
+                format!(
+                    "SELECT {q}.k, {fa}({q}.a) AS a, {b} AS b FROM ({inner}) {q} GROUP BY {q}.k"
+                )
             }
             6 => {
                 self.used.push(Op::Window);
@@ -267,7 +282,9 @@ impl Generator<'_> {
                 let fa = self.pick(&["SUM", "AVG", "MIN", "MAX"]);
                 let b = if self.rng.below(3) == 0 {
                     self.used.push(Op::Rank);
-                    format!("CAST(RANK() OVER (PARTITION BY {q}.k ORDER BY {q}.a) AS DOUBLE) * {q}.b")
+                    format!(
+                        "CAST(RANK() OVER (PARTITION BY {q}.k ORDER BY {q}.a) AS DOUBLE) * {q}.b"
+                    )
                 } else {
                     let fb = self.pick(&["SUM", "AVG", "MAX", "COUNT"]);
                     format!("CAST({fb}({q}.b) OVER () AS DOUBLE)")
@@ -338,7 +355,8 @@ impl Generator<'_> {
 }
 
 fn context(partitions: usize, autograd: bool) -> SessionContext {
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(partitions));
+    let ctx =
+        SessionContext::new_with_config(SessionConfig::new().with_target_partitions(partitions));
     if autograd {
         datafusion_autograd::register(&ctx);
     }
@@ -347,19 +365,36 @@ fn context(partitions: usize, autograd: bool) -> SessionContext {
 
 async fn create_views(ctx: &SessionContext, views: &[(String, String)]) {
     for (name, sql) in views {
-        ctx.sql(&format!("CREATE OR REPLACE VIEW {name} AS {sql}")).await.unwrap();
+        ctx.sql(&format!("CREATE OR REPLACE VIEW {name} AS {sql}"))
+            .await
+            .unwrap();
     }
 }
 
 /// `(i, w) → grad` for every row of `w`, in row order.
-async fn gradient_rows(ctx: &SessionContext, sql: &str) -> Result<Vec<(i64, Option<f64>, Option<f64>)>, String> {
+async fn gradient_rows(
+    ctx: &SessionContext,
+    sql: &str,
+) -> Result<Vec<(i64, Option<f64>, Option<f64>)>, String> {
     let df = ctx.sql(sql).await.map_err(|e| e.to_string())?;
     let batches = df.collect().await.map_err(|e| e.to_string())?;
     let mut out = vec![];
     for batch in batches {
-        let i = batch.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
-        let w = batch.column(1).as_any().downcast_ref::<Float64Array>().unwrap();
-        let g = batch.column(2).as_any().downcast_ref::<Float64Array>().unwrap();
+        let i = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<Int64Array>()
+            .unwrap();
+        let w = batch
+            .column(1)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
+        let g = batch
+            .column(2)
+            .as_any()
+            .downcast_ref::<Float64Array>()
+            .unwrap();
         for r in 0..batch.num_rows() {
             let get = |a: &Float64Array| (!a.is_null(r)).then(|| a.value(r));
             out.push((i.value(r), get(w), get(g)));
@@ -405,7 +440,11 @@ async fn check(seed: u64) -> Result<(usize, Vec<Op>), String> {
         let ctx = context(partitions, true);
         data.register(&ctx, None);
         create_views(&ctx, &views).await;
-        results.push(gradient_rows(&ctx, &query).await.map_err(|e| fail(format!("gradient() at {partitions} partitions: {e}")))?);
+        results.push(
+            gradient_rows(&ctx, &query)
+                .await
+                .map_err(|e| fail(format!("gradient() at {partitions} partitions: {e}")))?,
+        );
     }
     let got = results[0].clone();
 
@@ -433,7 +472,11 @@ async fn check(seed: u64) -> Result<(usize, Vec<Op>), String> {
             .filter(|(gi, gw, _)| gi == i && gw.map(f64::to_bits) == *w)
             .collect();
         if expected_rows.len() != members.len() {
-            return Err(fail(format!("the gradient has {} rows for ({i}, {w:?}), the table {}", expected_rows.len(), members.len())));
+            return Err(fail(format!(
+                "the gradient has {} rows for ({i}, {w:?}), the table {}",
+                expected_rows.len(),
+                members.len()
+            )));
         }
         let grad = expected_rows[0].2;
         let places: Vec<usize> = got
@@ -445,14 +488,18 @@ async fn check(seed: u64) -> Result<(usize, Vec<Op>), String> {
         // A loss that does not read the parameter's table is a constant.
         if !reads_w {
             if grad != Some(0.0) {
-                return Err(fail(format!("the loss does not read w, the gradient at ({i}, {w:?}) is {grad:?}")));
+                return Err(fail(format!(
+                    "the loss does not read w, the gradient at ({i}, {w:?}) is {grad:?}"
+                )));
             }
             decided.extend(places);
             continue;
         }
         if value.is_none() {
             if grad.is_some() {
-                return Err(fail(format!("the loss is NULL, the gradient at ({i}, {w:?}) is {grad:?}")));
+                return Err(fail(format!(
+                    "the loss is NULL, the gradient at ({i}, {w:?}) is {grad:?}"
+                )));
             }
             decided.extend(places);
             continue;
@@ -480,10 +527,14 @@ async fn check(seed: u64) -> Result<(usize, Vec<Op>), String> {
         }
         let difference = (up - down) / (2.0 * h) / members.len() as f64;
         let Some(grad) = grad else {
-            return Err(fail(format!("the gradient at ({i}, {w:?}) is NULL, differences give {difference}")));
+            return Err(fail(format!(
+                "the gradient at ({i}, {w:?}) is NULL, differences give {difference}"
+            )));
         };
         if !close(grad, difference, 1e-5) && (grad - difference).abs() > 1e-6 {
-            return Err(fail(format!("∂loss/∂w at ({i}, {w:?}): got {grad}, differences give {difference}")));
+            return Err(fail(format!(
+                "∂loss/∂w at ({i}, {w:?}): got {grad}, differences give {difference}"
+            )));
         }
         checked += 1;
         decided.extend(places);
@@ -497,7 +548,9 @@ async fn check(seed: u64) -> Result<(usize, Vec<Op>), String> {
     for &k in &decided {
         let (one, eight) = (&got[k], &results[1][k]);
         if !same(one.2, eight.2) {
-            return Err(fail(format!("1 and 8 partitions differ: {one:?} vs {eight:?}")));
+            return Err(fail(format!(
+                "1 and 8 partitions differ: {one:?} vs {eight:?}"
+            )));
         }
     }
     // The same gradient from the SQL text, run by a plain context.
@@ -515,7 +568,11 @@ async fn check(seed: u64) -> Result<(usize, Vec<Op>), String> {
         .await
         .map_err(|e| fail(format!("the SQL text does not run: {e}\n  text: {text}")))?;
     if from_text.len() != got.len() {
-        return Err(fail(format!("the SQL text gives {} rows, the table function {}", from_text.len(), got.len())));
+        return Err(fail(format!(
+            "the SQL text gives {} rows, the table function {}",
+            from_text.len(),
+            got.len()
+        )));
     }
     for &k in &decided {
         let (native, written) = (&got[k], &from_text[k]);
@@ -554,9 +611,17 @@ async fn random_losses_match_finite_differences() {
             break;
         }
     }
-    assert!(failures.is_empty(), "{} failures, the first:\n{}", failures.len(), failures.join("\n\n"));
+    assert!(
+        failures.is_empty(),
+        "{} failures, the first:\n{}",
+        failures.len(),
+        failures.join("\n\n")
+    );
     let missing: Vec<_> = OPS.iter().filter(|op| !seen.contains(op)).collect();
     assert!(missing.is_empty(), "the generator never drew {missing:?}");
     // Most rows are differentiable points: a check that skipped them all would check nothing.
-    assert!(checked as u64 >= count, "only {checked} rows checked in {count} losses");
+    assert!(
+        checked as u64 >= count,
+        "only {checked} rows checked in {count} losses"
+    );
 }

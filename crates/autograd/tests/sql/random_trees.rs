@@ -178,7 +178,9 @@ async fn random_trees_match_dual_numbers_and_finite_differences() {
     let mut rng = Rng::new(2024);
     let n = 12;
     let h = 1e-6;
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(RECORDED);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(RECORDED);
     let mut values = vec![];
     for _ in 0..60 {
         let tree = Tree::random(&mut rng, 4);

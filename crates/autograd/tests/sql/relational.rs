@@ -460,7 +460,11 @@ const UNSUPPORTED: &[(&str, &str, &str)] = &[
     ),
     ("SELECT SUM(w) FROM w", "nope.w", "table 'nope' not found"),
     ("SELECT SUM(w) FROM w", "w", "must be written table.column"),
-    ("SELECT SUM(w) FROM nope", "w.w", "table 'datafusion.public.nope' not found"),
+    (
+        "SELECT SUM(w) FROM nope",
+        "w.w",
+        "table 'datafusion.public.nope' not found",
+    ),
     (
         "SELECT SUM(grad * grad) FROM gradient('SELECT SUM(w * w * w) FROM w', 'w.w')",
         "w.w",
@@ -519,13 +523,23 @@ async fn gradient_sql_reads_back_as_the_same_gradient() {
     let plain = SessionContext::new();
     for name in ["w", "b", "m", "x", "y"] {
         let batches = ctx.table(name).await.unwrap().collect().await.unwrap();
-        plain.register_batch(name, datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap()).unwrap();
+        plain
+            .register_batch(
+                name,
+                datafusion::arrow::compute::concat_batches(&batches[0].schema(), &batches).unwrap(),
+            )
+            .unwrap();
     }
     create_views(&plain).await;
     for (loss, table, col, key) in LOSSES {
         let native = gradient_rows(&ctx, loss, table, col, key).await;
-        let text = gradient_sql(loss, &format!("{table}.{col}"), &catalog, &Default::default())
-            .unwrap();
+        let text = gradient_sql(
+            loss,
+            &format!("{table}.{col}"),
+            &catalog,
+            &Default::default(),
+        )
+        .unwrap();
         let got = rows(
             &plain,
             &format!("SELECT CAST({key} AS VARCHAR) AS key, grad FROM ({text}) ORDER BY key"),
@@ -544,7 +558,11 @@ async fn null_problem(ctx: &SessionContext) {
     for name in ["w", "x"] {
         run(ctx, &format!("DROP TABLE IF EXISTS {name}")).await;
     }
-    run(ctx, "CREATE TABLE w (i BIGINT, w DOUBLE) AS VALUES (0, 0.5), (1, -0.3)").await;
+    run(
+        ctx,
+        "CREATE TABLE w (i BIGINT, w DOUBLE) AS VALUES (0, 0.5), (1, -0.3)",
+    )
+    .await;
     run(
         ctx,
         "CREATE TABLE x (i BIGINT, v DOUBLE) AS VALUES (0, 0.4), (1, CAST(NULL AS DOUBLE)), (1, 0.2)",
@@ -689,7 +707,11 @@ async fn ties_and_identical_rows_share() {
         // identical rows (3, 0.25) twice: moved together, shared
         ("SELECT SUM(w * w * (i + 1)) FROM w", "i = 3", 2.0),
         // COUNT passes nothing, also over a window
-        ("SELECT SUM(w * c) FROM (SELECT w, COUNT(w) OVER (PARTITION BY i % 2) AS c FROM w) t", "i = 3", 2.0),
+        (
+            "SELECT SUM(w * c) FROM (SELECT w, COUNT(w) OVER (PARTITION BY i % 2) AS c FROM w) t",
+            "i = 3",
+            2.0,
+        ),
     ];
     for (loss, rows_moved, copies) in cases {
         let got = gradient_rows(&ctx, loss, "w", "w", "i").await;
@@ -707,7 +729,12 @@ async fn ties_and_identical_rows_share() {
             .collect();
         assert_eq!(shares.len() as f64, copies, "{loss}");
         for share in &shares {
-            assert_close(*share, difference / copies, 1e-6, &format!("{loss}: each share"));
+            assert_close(
+                *share,
+                difference / copies,
+                1e-6,
+                &format!("{loss}: each share"),
+            );
         }
     }
 }
@@ -721,14 +748,20 @@ async fn planning_and_explain_compute_nothing() {
     let ctx = context_with(2);
     let n = 1500;
     let i = datafusion::arrow::array::Int64Array::from_iter_values((0..n).map(|k| k % 16));
-    let v = datafusion::arrow::array::Float64Array::from_iter_values((0..n).map(|k| (k as f64 * 0.37).sin()));
+    let v = datafusion::arrow::array::Float64Array::from_iter_values(
+        (0..n).map(|k| (k as f64 * 0.37).sin()),
+    );
     let x = datafusion::arrow::array::RecordBatch::try_from_iter(vec![
         ("i", std::sync::Arc::new(i) as _),
         ("v", std::sync::Arc::new(v) as _),
     ])
     .unwrap();
     ctx.register_batch("x", x).unwrap();
-    run(&ctx, "CREATE TABLE w AS SELECT DISTINCT i, CAST(i AS DOUBLE) / 16.0 AS w FROM x").await;
+    run(
+        &ctx,
+        "CREATE TABLE w AS SELECT DISTINCT i, CAST(i AS DOUBLE) / 16.0 AS w FROM x",
+    )
+    .await;
     let loss = "SELECT SUM(a.v * b.v * w.w * w.w) FROM x a CROSS JOIN x b JOIN w ON a.i = w.i";
     let query = format!("SELECT i, grad FROM gradient('{loss}', 'w.w')");
 

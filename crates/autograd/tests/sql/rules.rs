@@ -15,6 +15,9 @@ pub struct Case {
     pub x: (f64, f64),
     pub y: (f64, f64),
     pub d: fn(f64, f64) -> f64,
+    /// The primal the finite differences move, where it is not `f`: what
+    /// stop_gradient holds is read at the unmoved point (`x0`, `y0`).
+    pub moved: Option<&'static str>,
 }
 
 const ANY: (f64, f64) = (-2.0, 2.0);
@@ -36,6 +39,7 @@ fn case(
         x,
         y,
         d,
+        moved: None,
     }
 }
 
@@ -224,6 +228,18 @@ pub fn cases() -> Vec<Case> {
         case("cast", "CAST(x * 10 AS INT)", "x", ANY, ANY, |_, _| 0.0),
         case("constant", "pi() * x + y", "x", ANY, ANY, |_, _| PI),
         case("constant", "y * 7", "x", ANY, ANY, |_, _| 0.0),
+        // stop_gradient: a constant of the derivative with its argument's value
+        Case {
+            moved: Some("x * (x0 * y0) + sin(x)"),
+            ..case(
+                "stop_gradient",
+                "x * stop_gradient(x * y) + sin(x)",
+                "x",
+                ANY,
+                ANY,
+                |x, y| x * y + x.cos(),
+            )
+        },
     ]
 }
 
@@ -263,14 +279,15 @@ async fn rules_match_analytic_derivatives_and_finite_differences() {
             &format!("SELECT grad({}, {}) FROM pts ORDER BY id", c.f, c.wrt),
         )
         .await;
+        let moved = c.moved.unwrap_or(c.f);
         let shifted = |step: f64| match c.wrt {
             "x" => format!(
-                "SELECT {} FROM (SELECT id, x + ({step}) AS x, y FROM pts) ORDER BY id",
-                c.f
+                "SELECT {moved} FROM (SELECT id, x + ({step}) AS x, y, x AS x0, y AS y0 FROM pts) \
+                 ORDER BY id"
             ),
             _ => format!(
-                "SELECT {} FROM (SELECT id, x, y + ({step}) AS y FROM pts) ORDER BY id",
-                c.f
+                "SELECT {moved} FROM (SELECT id, x, y + ({step}) AS y, x AS x0, y AS y0 FROM pts) \
+                 ORDER BY id"
             ),
         };
         let plus = column(&ctx, &shifted(h)).await;

@@ -13,7 +13,11 @@ async fn run(ctx: &SessionContext, sql: &str) {
 
 /// `w(i, w)`, `x(s, i, v)` and `y(s, t)` of a small linear regression.
 async fn regression(ctx: &SessionContext) {
-    run(ctx, "CREATE TABLE w (i BIGINT, w DOUBLE) AS VALUES (0, 0.5), (1, -0.25), (2, 1.5)").await;
+    run(
+        ctx,
+        "CREATE TABLE w (i BIGINT, w DOUBLE) AS VALUES (0, 0.5), (1, -0.25), (2, 1.5)",
+    )
+    .await;
     run(
         ctx,
         "CREATE TABLE x (s BIGINT, i BIGINT, v DOUBLE) AS VALUES \
@@ -21,7 +25,11 @@ async fn regression(ctx: &SessionContext) {
          (2, 0, -2.0), (2, 1, 1.5), (2, 2, 0.25)",
     )
     .await;
-    run(ctx, "CREATE TABLE y (s BIGINT, t DOUBLE) AS VALUES (0, 1.0), (1, -1.0), (2, 0.5)").await;
+    run(
+        ctx,
+        "CREATE TABLE y (s BIGINT, t DOUBLE) AS VALUES (0, 1.0), (1, -1.0), (2, 0.5)",
+    )
+    .await;
 }
 
 const LOSS: &str = "SELECT AVG(power(p.z - y.t, 2)) AS l \
@@ -58,10 +66,17 @@ async fn the_loss_as_a_cte_of_the_statement() {
     // The same as the table function.
     let table = column(
         &ctx,
-        &format!("SELECT grad FROM gradient('{}', 'w.w') ORDER BY i", LOSS.replace('\'', "''")),
+        &format!(
+            "SELECT grad FROM gradient('{}', 'w.w') ORDER BY i",
+            LOSS.replace('\'', "''")
+        ),
     )
     .await;
-    let marker = column(&ctx, &format!("WITH loss AS ({LOSS}) SELECT grad((SELECT l FROM loss), w) FROM w ORDER BY i")).await;
+    let marker = column(
+        &ctx,
+        &format!("WITH loss AS ({LOSS}) SELECT grad((SELECT l FROM loss), w) FROM w ORDER BY i"),
+    )
+    .await;
     for (a, b) in table.iter().zip(&marker) {
         assert_close(*b, *a, 1e-12, "the marker against gradient()");
     }
@@ -76,26 +91,46 @@ async fn composes_with_the_calculus_of_the_row() {
     // grad(w · Σw², w) = Σw² + 2w²
     // Ordered by a column it does not show: DataFusion 54 would drop the sort
     // over a scalar subquery (apache/datafusion#23677), which this one is not.
-    let got = column(&ctx, "SELECT grad(w * (SELECT SUM(w * w) FROM w), w) FROM w ORDER BY i").await;
+    let got = column(
+        &ctx,
+        "SELECT grad(w * (SELECT SUM(w * w) FROM w), w) FROM w ORDER BY i",
+    )
+    .await;
     for k in 0..3 {
         assert_close(got[k], total + 2.0 * w[k] * w[k], 1e-12, "Σw² + 2w²");
     }
     // vjp and jvp are c and t times it; an aggregate of it is a gradient too.
     let sub = "(SELECT SUM(w * w * w) FROM w)";
-    let got = rows(&ctx, &format!("SELECT vjp({sub}, w, 2.5), jvp({sub}, w, i + 1) FROM w ORDER BY i")).await;
+    let got = rows(
+        &ctx,
+        &format!("SELECT vjp({sub}, w, 2.5), jvp({sub}, w, i + 1) FROM w ORDER BY i"),
+    )
+    .await;
     for k in 0..3 {
         let g = 3.0 * w[k] * w[k];
         assert_close(got[k][0].unwrap(), 2.5 * g, 1e-12, "vjp");
         assert_close(got[k][1].unwrap(), (k as f64 + 1.0) * g, 1e-12, "jvp");
     }
     let mean = column(&ctx, &format!("SELECT AVG(grad({sub}, w)) FROM w")).await[0];
-    assert_close(mean, w.iter().map(|v| 3.0 * v * v).sum::<f64>() / 3.0, 1e-12, "AVG(grad)");
+    assert_close(
+        mean,
+        w.iter().map(|v| 3.0 * v * v).sum::<f64>() / 3.0,
+        1e-12,
+        "AVG(grad)",
+    );
     // Under an alias, and with the loss's table not read: a constant.
-    let aliased = column(&ctx, &format!("SELECT grad({sub}, q.w) FROM w AS q ORDER BY q.i")).await;
+    let aliased = column(
+        &ctx,
+        &format!("SELECT grad({sub}, q.w) FROM w AS q ORDER BY q.i"),
+    )
+    .await;
     assert_close(aliased[2], 3.0 * 1.5 * 1.5, 1e-12, "aliased");
     let constant = column(&ctx, "SELECT grad(w * (SELECT SUM(v) FROM x), w) FROM w").await;
     let sum_v = 1.0 + 2.0 - 1.0 + 0.5 - 0.5 + 3.0 - 2.0 + 1.5 + 0.25;
-    assert!(constant.iter().all(|d| (d - sum_v).abs() < 1e-12), "{constant:?}");
+    assert!(
+        constant.iter().all(|d| (d - sum_v).abs() < 1e-12),
+        "{constant:?}"
+    );
 }
 
 #[tokio::test]
@@ -118,11 +153,76 @@ async fn in_tables_views_and_inserts() {
     }
 }
 
+/// In a `WHERE` clause, an aggregate's argument, and the DataFrame API.
+#[tokio::test]
+async fn in_filters_aggregates_and_dataframes() {
+    use datafusion::prelude::col;
+    use datafusion_autograd::expr_fn::grad;
+    use datafusion_expr::scalar_subquery;
+    let ctx = context();
+    regression(&ctx).await;
+    let g = closed_form();
+    let kept = column(
+        &ctx,
+        &format!(
+            "WITH loss AS ({LOSS}) SELECT CAST(i AS DOUBLE) AS k FROM w \
+             WHERE grad((SELECT l FROM loss), w) > 0 ORDER BY i"
+        ),
+    )
+    .await;
+    let expected: Vec<f64> = (0..3).filter(|&k| g[k] > 0.0).map(|k| k as f64).collect();
+    assert_eq!(kept, expected);
+    let summed = column(
+        &ctx,
+        &format!("WITH loss AS ({LOSS}) SELECT SUM(w * grad((SELECT l FROM loss), w)) FROM w"),
+    )
+    .await;
+    let w = [0.5, -0.25, 1.5];
+    assert_close(
+        summed[0],
+        (0..3).map(|k| w[k] * g[k]).sum(),
+        1e-12,
+        "Σ w·∂l/∂w",
+    );
+    let loss = ctx.sql(LOSS).await.unwrap().into_unoptimized_plan();
+    let frame = ctx
+        .table("w")
+        .await
+        .unwrap()
+        .sort(vec![col("i").sort(true, false)])
+        .unwrap()
+        .select(vec![grad(
+            scalar_subquery(std::sync::Arc::new(loss)),
+            col("w"),
+        )
+        .alias("g")])
+        .unwrap();
+    let batches = frame.collect().await.unwrap();
+    let got: Vec<f64> = batches
+        .iter()
+        .flat_map(|b| {
+            b.column(0)
+                .as_any()
+                .downcast_ref::<datafusion::arrow::array::Float64Array>()
+                .unwrap()
+                .values()
+                .to_vec()
+        })
+        .collect();
+    for (a, b) in got.iter().zip(&g) {
+        assert_close(*a, *b, 1e-12, "DataFrame API");
+    }
+}
+
 #[tokio::test]
 async fn several_parameters_in_one_statement() {
     let ctx = context();
     regression(&ctx).await;
-    run(&ctx, "CREATE TABLE b (k BIGINT, b DOUBLE) AS VALUES (0, 0.25)").await;
+    run(
+        &ctx,
+        "CREATE TABLE b (k BIGINT, b DOUBLE) AS VALUES (0, 0.25)",
+    )
+    .await;
     let loss = "SELECT AVG(power(p.z + b.b - y.t, 2)) AS l \
         FROM (SELECT x.s, SUM(x.v * w.w) AS z FROM x JOIN w ON x.i = w.i GROUP BY x.s) p \
         JOIN y ON p.s = y.s CROSS JOIN b";
@@ -134,22 +234,64 @@ async fn several_parameters_in_one_statement() {
     let got = rows(&ctx, &sql).await;
     // References from the table function, one parameter at a time.
     let quoted = loss.replace('\'', "''");
-    let dw = column(&ctx, &format!("SELECT grad FROM gradient('{quoted}', 'w.w') ORDER BY i")).await;
-    let db = column(&ctx, &format!("SELECT grad FROM gradient('{quoted}', 'b.b') ORDER BY k")).await;
+    let dw = column(
+        &ctx,
+        &format!("SELECT grad FROM gradient('{quoted}', 'w.w') ORDER BY i"),
+    )
+    .await;
+    let db = column(
+        &ctx,
+        &format!("SELECT grad FROM gradient('{quoted}', 'b.b') ORDER BY k"),
+    )
+    .await;
     let expected: Vec<f64> = dw.into_iter().chain(db).collect();
     assert_eq!(got.len(), 4);
     for (row, e) in got.iter().zip(expected) {
         assert_close(row[2].unwrap(), e, 1e-12, "one pass, two parameters");
     }
+    // The two branches read the stages of one reverse pass.
+    assert_eq!(passes_read(&ctx, &sql).await.len(), 1);
+    // A different loss is a pass of its own.
+    let two = sql.replace(
+        "grad((SELECT l FROM loss), b)",
+        "grad((SELECT 2 * l FROM loss), b)",
+    );
+    assert_eq!(passes_read(&ctx, &two).await.len(), 2);
+}
+
+/// The reverse passes whose stages the physical plan of `sql` reads.
+async fn passes_read(ctx: &SessionContext, sql: &str) -> std::collections::BTreeSet<String> {
+    let explained = rows_text(ctx, &format!("EXPLAIN {sql}")).await;
+    explained
+        .split("StageExec: stage=")
+        .skip(1)
+        .map(|rest| rest.split("_s").next().unwrap().to_string())
+        .collect()
+}
+
+async fn rows_text(ctx: &SessionContext, sql: &str) -> String {
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string()
 }
 
 #[tokio::test]
 async fn stop_gradient_passes_nothing() {
     let ctx = context();
     regression(&ctx).await;
-    let got = rows(&ctx, "SELECT w, grad(w * stop_gradient(w), w), stop_gradient(w) FROM w ORDER BY i").await;
+    let got = rows(
+        &ctx,
+        "SELECT w, grad(w * stop_gradient(w), w), stop_gradient(w) FROM w ORDER BY i",
+    )
+    .await;
     for row in &got {
-        assert_close(row[1].unwrap(), row[0].unwrap(), 1e-12, "d(w·sg(w)) = sg(w)");
+        assert_close(
+            row[1].unwrap(),
+            row[0].unwrap(),
+            1e-12,
+            "d(w·sg(w)) = sg(w)",
+        );
         assert_eq!(row[2], row[0]);
     }
     let grads = column(
@@ -166,7 +308,11 @@ async fn stop_gradient_passes_nothing() {
 async fn what_is_refused_is_named() {
     let ctx = context();
     regression(&ctx).await;
-    let e = error(&ctx, "SELECT grad(grad((SELECT SUM(w * w) FROM w), w), w) FROM w").await;
+    let e = error(
+        &ctx,
+        "SELECT grad(grad((SELECT SUM(w * w) FROM w), w), w) FROM w",
+    )
+    .await;
     assert!(e.contains("second derivative of a whole query"), "{e}");
     let e = ctx
         .sql("SELECT grad(grad((SELECT SUM(w * w) FROM w), w), w) FROM w")
@@ -177,10 +323,52 @@ async fn what_is_refused_is_named() {
         .unwrap_err();
     assert_eq!(error_kind(&e), Some(ErrorKind::UnsupportedOperation), "{e}");
     // A column of a derived table is a variable of the row, not a table's column.
-    let derived = column(&ctx, "SELECT grad(v * (SELECT SUM(w) FROM w), v) FROM (SELECT w AS v FROM w) d").await;
-    assert!(derived.iter().all(|d| (d - 1.75).abs() < 1e-12), "{derived:?}");
+    let derived = column(
+        &ctx,
+        "SELECT grad(v * (SELECT SUM(w) FROM w), v) FROM (SELECT w AS v FROM w) d",
+    )
+    .await;
+    assert!(
+        derived.iter().all(|d| (d - 1.75).abs() < 1e-12),
+        "{derived:?}"
+    );
 }
 
+/// A correlated subquery is a constant of the derivative unless it moves
+/// with the column: one that refers to it, or reads its table, is refused.
+#[tokio::test]
+async fn correlated_subqueries() {
+    let ctx = context();
+    regression(&ctx).await;
+    // y.t of the sample whose index is w's: a value per row, constant in w.
+    let got = rows(
+        &ctx,
+        "SELECT w, grad(w * w * (SELECT MAX(y.t) FROM y WHERE y.s = w.i), w) FROM w ORDER BY i",
+    )
+    .await;
+    for (row, t) in got.iter().zip([1.0, -1.0, 0.5]) {
+        let w = row[0].unwrap();
+        assert_close(row[1].unwrap(), 2.0 * w * t, 1e-12, "d(w²·t)/dw");
+    }
+    let e = error(
+        &ctx,
+        "SELECT grad((SELECT MAX(q.i * p.w) FROM w q), p.w) FROM w p",
+    )
+    .await;
+    assert!(
+        e.contains("scalar subquery that refers to the column being differentiated"),
+        "{e}"
+    );
+    let e = error(
+        &ctx,
+        "SELECT grad(p.w * (SELECT SUM(q.w) FROM w q WHERE q.i <> p.i), p.w) FROM w p",
+    )
+    .await;
+    assert!(
+        e.contains("reads table `w` of the column being differentiated"),
+        "{e}"
+    );
+}
 
 /// The SQL text `rewrite_sql` writes for a host without the markers — the
 /// loss's gradient joined to the table it is read at — gives the same.

@@ -59,8 +59,13 @@ fn gradient_tables(
         let Some(Relation::Table(schema)) = relation(Some(catalog), table)? else {
             return Ok(None);
         };
-        let rows = Python::attach(|py| fetch.bind(py).call1((table.to_string(),)).map(Bound::unbind))
-            .map_err(|e| plan_datafusion_err!("looking up the table {table}: {e}"))?;
+        let rows = Python::attach(|py| {
+            fetch
+                .bind(py)
+                .call1((table.to_string(),))
+                .map(Bound::unbind)
+        })
+        .map_err(|e| plan_datafusion_err!("looking up the table {table}: {e}"))?;
         let host = HostTable::new(table.to_string(), schema, rows);
         Ok(Some(provider_as_source(Arc::new(host))))
     };
@@ -127,13 +132,16 @@ pub(crate) fn bridge_sql(
     Ok((text, host.registered))
 }
 
+/// A pass's results, one table each.
+type Tables = Vec<Arc<dyn TableProvider>>;
+
 /// The gradients of one statement, as the host will read them.
 struct Host<'a, 'py> {
     catalog: &'a Bound<'py, PyAny>,
     fetch: &'a Arc<Py<PyAny>>,
     registered: Vec<(String, Gradient)>,
     /// Each pass's tables, by the pass, so that its results share it.
-    bound: Vec<(Arc<Staged>, Vec<Arc<dyn TableProvider>>)>,
+    bound: Vec<(Arc<Staged>, Tables)>,
 }
 
 impl Placement for Host<'_, '_> {
@@ -150,7 +158,10 @@ impl Placement for Host<'_, '_> {
                 &self.bound.last().expect("just pushed").1
             }
         };
-        let name = format!("__ag_gradient{}", REGISTERED.fetch_add(1, Ordering::Relaxed));
+        let name = format!(
+            "__ag_gradient{}",
+            REGISTERED.fetch_add(1, Ordering::Relaxed)
+        );
         let table = Gradient {
             table: Arc::clone(&tables[k]),
         };

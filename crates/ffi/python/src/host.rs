@@ -15,7 +15,9 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ffi_stream::{ArrowArrayStreamReader, FFI_ArrowArrayStream};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::execution::{SendableRecordBatchStream, SessionState, SessionStateBuilder, TaskContext};
+use datafusion::execution::{
+    SendableRecordBatchStream, SessionState, SessionStateBuilder, TaskContext,
+};
 use datafusion::physical_expr::EquivalenceProperties;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -73,7 +75,12 @@ pub(crate) fn export<'py>(
     // (datafusion-ffi's own reference counting) before the capsule goes.
     let codec = unsafe { &*(pointer.as_ptr() as *const FFI_LogicalExtensionCodec) }.clone();
     let hosted: Arc<dyn TableProvider> = Arc::new(HostedProvider(provider));
-    let ffi = FFI_TableProvider::new_with_ffi_codec(hosted, false, Some(runtime().handle().clone()), codec);
+    let ffi = FFI_TableProvider::new_with_ffi_codec(
+        hosted,
+        false,
+        Some(runtime().handle().clone()),
+        codec,
+    );
     PyCapsule::new_with_value(py, ffi, c"datafusion_table_provider")
 }
 
@@ -163,7 +170,11 @@ impl ExecutionPlan for Opaque {
         }
     }
 
-    fn execute(&self, partition: usize, context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         self.plan.execute(partition, context)
     }
 }
@@ -246,8 +257,18 @@ impl fmt::Debug for HostScan {
 
 impl DisplayAs for HostScan {
     fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
-        let columns: Vec<&str> = self.schema.fields().iter().map(|c| c.name().as_str()).collect();
-        write!(f, "HostScan: table={}, columns=[{}]", self.name, columns.join(", "))
+        let columns: Vec<&str> = self
+            .schema
+            .fields()
+            .iter()
+            .map(|c| c.name().as_str())
+            .collect();
+        write!(
+            f,
+            "HostScan: table={}, columns=[{}]",
+            self.name,
+            columns.join(", ")
+        )
     }
 }
 
@@ -275,9 +296,17 @@ impl ExecutionPlan for HostScan {
         }
     }
 
-    fn execute(&self, _partition: usize, _context: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
+    fn execute(
+        &self,
+        _partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
         let (sender, mut receiver) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(4);
-        let (name, rows, schema) = (self.name.clone(), Arc::clone(&self.rows), Arc::clone(&self.schema));
+        let (name, rows, schema) = (
+            self.name.clone(),
+            Arc::clone(&self.rows),
+            Arc::clone(&self.schema),
+        );
         std::thread::Builder::new()
             .name(format!("datafusion-autograd-read-{name}"))
             .spawn(move || {
@@ -289,9 +318,12 @@ impl ExecutionPlan for HostScan {
                     }
                 };
                 for batch in batches {
-                    let batch = batch
-                        .map_err(DataFusionError::from)
-                        .and_then(|b| Ok(RecordBatch::try_new(Arc::clone(&schema), b.columns().to_vec())?));
+                    let batch = batch.map_err(DataFusionError::from).and_then(|b| {
+                        Ok(RecordBatch::try_new(
+                            Arc::clone(&schema),
+                            b.columns().to_vec(),
+                        )?)
+                    });
                     if sender.blocking_send(batch).is_err() {
                         break; // the reader stopped reading
                     }
@@ -299,7 +331,10 @@ impl ExecutionPlan for HostScan {
             })
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let stream = futures::stream::poll_fn(move |cx| receiver.poll_recv(cx));
-        Ok(Box::pin(RecordBatchStreamAdapter::new(Arc::clone(&self.schema), stream)))
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            stream,
+        )))
     }
 }
 
@@ -308,12 +343,18 @@ fn open(name: &str, rows: &Py<PyAny>, schema: &SchemaRef) -> Result<ArrowArraySt
     let columns: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     let stream = Python::attach(|py| -> PyResult<FFI_ArrowArrayStream> {
         let rows = rows.bind(py).call1((columns,))?;
-        let capsule = rows.call_method0("__arrow_c_stream__")?.cast_into::<PyCapsule>()?;
+        let capsule = rows
+            .call_method0("__arrow_c_stream__")?
+            .cast_into::<PyCapsule>()?;
         let pointer = capsule.pointer_checked(Some(c"arrow_array_stream"))?;
         // SAFETY: an "arrow_array_stream" capsule holds an ArrowArrayStream;
         // from_raw moves it out and leaves the capsule's released (its
         // destructor then does nothing), as the C stream interface asks.
-        Ok(unsafe { FFI_ArrowArrayStream::from_raw(pointer.as_ptr() as *mut FFI_ArrowArrayStream) })
+        Ok(
+            unsafe {
+                FFI_ArrowArrayStream::from_raw(pointer.as_ptr() as *mut FFI_ArrowArrayStream)
+            },
+        )
     })
     .map_err(|e| DataFusionError::External(format!("reading the host table {name}: {e}").into()))?;
     Ok(ArrowArrayStreamReader::try_new(stream)?)

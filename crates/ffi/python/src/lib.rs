@@ -157,7 +157,11 @@ marker_class!(
 
 /// `stop_gradient(expression)`: the value of `expression`, through which no
 /// derivative passes.
-#[pyclass(name = "StopGradientUDF", module = "datafusion_autograd._native", frozen)]
+#[pyclass(
+    name = "StopGradientUDF",
+    module = "datafusion_autograd._native",
+    frozen
+)]
 pub struct StopGradientUDF;
 
 #[pymethods]
@@ -224,7 +228,9 @@ fn documentation<'py>(py: Python<'py>, name: &str) -> PyResult<Bound<'py, PyDict
 #[pyo3(signature = (expr_sql, wrt, dialect="datafusion"))]
 fn differentiate(expr_sql: &str, wrt: &str, dialect: &str) -> PyResult<String> {
     let dialect: Dialect = dialect.parse().map_err(py_err)?;
-    engine("differentiate", || differentiate_sql(expr_sql, wrt, dialect))
+    engine("differentiate", || {
+        differentiate_sql(expr_sql, wrt, dialect)
+    })
 }
 
 /// The query that checks `grad(expr, wrt)` against central differences on
@@ -366,8 +372,14 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DIALECTS", pyo3::types::PyTuple::new(m.py(), dialects)?)?;
     m.add("NOT_SIMPLIFIED", datafusion_autograd::NOT_SIMPLIFIED)?;
     m.add("HOST_NESTING", HOST_NESTING)?;
+    // Whether this extension was compiled with optimisations (a release build):
+    // the benchmarks refuse to time a debug build.
+    m.add("OPTIMIZED", cfg!(not(debug_assertions)))?;
     m.add("AutogradError", m.py().get_type::<AutogradError>())?;
-    m.add("UnsupportedOperation", m.py().get_type::<UnsupportedOperation>())?;
+    m.add(
+        "UnsupportedOperation",
+        m.py().get_type::<UnsupportedOperation>(),
+    )?;
     m.add("NotALoss", m.py().get_type::<NotALoss>())?;
     m.add("UnknownParameter", m.py().get_type::<UnknownParameter>())?;
     m.add("LimitExceeded", m.py().get_type::<LimitExceeded>())?;

@@ -139,6 +139,6 @@ fn payload(call: &str, plan: &LogicalPlan) -> Payload {
         marker,
         call: call.to_string(),
         args_bytes: exprs_to_bytes(&args).unwrap(),
-        schema_bytes: schema_to_bytes(&schema).unwrap(),
+        schema_bytes: schema_to_bytes(schema).unwrap(),
     }
 }

@@ -8,7 +8,13 @@ use super::*;
 use crate::{differentiate, linearize};
 use datafusion_common::Column;
 
-const POINTS: [(f64, f64); 5] = [(0.3, -1.2), (-1.7, 0.4), (2.1, 2.5), (-0.05, -0.8), (1.0, 0.0)];
+const POINTS: [(f64, f64); 5] = [
+    (0.3, -1.2),
+    (-1.7, 0.4),
+    (2.1, 2.5),
+    (-0.05, -0.8),
+    (1.0, 0.0),
+];
 
 /// `e` at `x`, `y`: the arithmetic and the functions these tests use.
 fn eval(e: &Expr, x: f64, y: f64) -> f64 {
@@ -47,7 +53,9 @@ fn same_values(got: &Expr, want: &Expr) {
     for (x, y) in POINTS {
         let (g, w) = (eval(got, x, y), eval(want, x, y));
         assert!(
-            g == w || g.is_nan() && w.is_nan() || (g - w).abs() <= 1e-12 * w.abs().max(f64::MIN_POSITIVE),
+            g == w
+                || g.is_nan() && w.is_nan()
+                || (g - w).abs() <= 1e-12 * w.abs().max(f64::MIN_POSITIVE),
             "{got} = {g} but {want} = {w} at x = {x}, y = {y}"
         );
     }
@@ -69,12 +77,18 @@ fn x() -> Tangent {
 fn zero_and_one_fold_away() {
     assert_eq!(x().times(lit(1.0)), x());
     assert!(x().times(lit(0.0)).is_zero());
-    assert_eq!(Tangent::new(lit(1.0)).times(col("c")), Tangent::new(col("c")));
+    assert_eq!(
+        Tangent::new(lit(1.0)).times(col("c")),
+        Tangent::new(col("c"))
+    );
     assert_eq!(Tangent::Zero.plus(&x()), x());
     assert_eq!(x().minus(&Tangent::Zero), x());
     assert_eq!(Tangent::Zero.minus(&x()), Tangent::new(-col("x")));
     assert_eq!(x().neg().neg(), x());
-    assert_eq!(Tangent::new(lit(2.0)).times(lit(3.0)), Tangent::new(lit(6.0)));
+    assert_eq!(
+        Tangent::new(lit(2.0)).times(lit(3.0)),
+        Tangent::new(lit(6.0))
+    );
     assert!(Tangent::new(lit(0.0)).is_zero());
     assert_eq!(x().over(lit(1.0)), x());
 }
@@ -120,7 +134,9 @@ fn like_terms_collect() {
     );
     // In any order of factors, and with divisors.
     let xy = Tangent::new(col("x") * col("y")).over(cos(col("x")));
-    let yx = Tangent::new(col("y") * col("x")).times(lit(2.0)).over(cos(col("x")));
+    let yx = Tangent::new(col("y") * col("x"))
+        .times(lit(2.0))
+        .over(cos(col("x")));
     check(
         xy.plus(&yx),
         col("x") * col("y") / cos(col("x")) + lit(2.0) * (col("y") * col("x")) / cos(col("x")),
@@ -136,7 +152,10 @@ fn like_terms_collect() {
 
 #[test]
 fn like_terms_cancel() {
-    assert!(x().times(lit(3.0)).minus(&Tangent::new(lit(3.0) * col("x"))).is_zero());
+    assert!(x()
+        .times(lit(3.0))
+        .minus(&Tangent::new(lit(3.0) * col("x")))
+        .is_zero());
     check(
         x().plus(&Tangent::new(col("y"))).minus(&x()),
         col("x") + col("y") - col("x"),
@@ -153,7 +172,11 @@ fn negative_terms_are_subtracted() {
     );
     check(x().neg(), -col("x"), -col("x"));
     // Alone, a negative coefficient is a negative literal, not a negation.
-    check(x().times(lit(-2.0)), lit(-2.0) * col("x"), col("x") * lit(-2.0));
+    check(
+        x().times(lit(-2.0)),
+        lit(-2.0) * col("x"),
+        col("x") * lit(-2.0),
+    );
 }
 
 #[test]
@@ -268,7 +291,10 @@ fn softplus_differentiates_to_the_sigmoid() {
     let d = differentiate(&logistic, &Column::from_name("x")).unwrap();
     let by_hand = lit(-0.8) * l() / (lit(1.0) + exp(l() * (lit(0.8) * x() + lit(0.3))));
     same_values(&d, &by_hand);
-    assert_eq!(d, l() * lit(-0.8) / (lit(1.0) + exp(l() * (lit(0.8) * x() + lit(0.3)))));
+    assert_eq!(
+        d,
+        l() * lit(-0.8) / (lit(1.0) + exp(l() * (lit(0.8) * x() + lit(0.3))))
+    );
 
     let softplus = ln(exp(x()) + lit(1.0));
     let d = differentiate(&softplus, &Column::from_name("x")).unwrap();

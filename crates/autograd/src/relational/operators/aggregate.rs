@@ -36,7 +36,10 @@ impl Op<'_, Aggregate> {
     fn call<'e>(&self, expr: &'e Expr) -> Result<ReductionCall<'e>> {
         match call(expr) {
             Some(c) => Ok(c),
-            None => unsupported(self.node, format!("`{expr}` is not an aggregate function call")),
+            None => unsupported(
+                self.node,
+                format!("`{expr}` is not an aggregate function call"),
+            ),
         }
     }
 }
@@ -56,7 +59,11 @@ impl Rule for Op<'_, Aggregate> {
         for e in &agg.aggr_expr {
             out.push(reads(e) && self.call(e)?.reduction(self.node)?.is_differentiable());
         }
-        if out.iter().any(|a| *a) && agg.group_expr.iter().any(|g| matches!(g, Expr::GroupingSet(_)))
+        if out.iter().any(|a| *a)
+            && agg
+                .group_expr
+                .iter()
+                .any(|g| matches!(g, Expr::GroupingSet(_)))
         {
             return unsupported(self.node, "grouping sets are not differentiated");
         }
@@ -75,7 +82,11 @@ impl Rule for Op<'_, Aggregate> {
             exprs
                 .iter()
                 .zip(names)
-                .map(|(e, n)| Ok(substitution.apply(&e.clone().unalias())?.alias(n.name.clone())))
+                .map(|(e, n)| {
+                    Ok(substitution
+                        .apply(&e.clone().unalias())?
+                        .alias(n.name.clone()))
+                })
                 .collect::<Result<Vec<_>>>()
         };
         let plan = LogicalPlanBuilder::from(input.plan.clone())

@@ -51,7 +51,12 @@ impl Rule for Op<'_, Join> {
         let left = bp.forward(&join.left)?;
         let mut right = bp.forward(&join.right)?;
         let names = |a: &Augmented| -> std::collections::HashSet<String> {
-            a.plan.schema().fields().iter().map(|f| f.name().clone()).collect()
+            a.plan
+                .schema()
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .collect()
         };
         if !names(&left).is_disjoint(&names(&right)) {
             right = bp.forward_apart(&join.right)?;
@@ -66,13 +71,20 @@ impl Rule for Op<'_, Join> {
             .iter()
             .map(|(l, r)| Ok((substitution.apply(l)?, substitution.apply(r)?)))
             .collect::<Result<Vec<_>>>()?;
-        let filter = join.filter.as_ref().map(|f| substitution.apply(f)).transpose()?;
-        let mut matched = vec![None, None];
+        let filter = join
+            .filter
+            .as_ref()
+            .map(|f| substitution.apply(f))
+            .transpose()?;
+        let mut matched = [None, None];
         let mut plans = vec![];
         for (k, input) in inputs.iter().enumerate() {
             let plan = if may_be_missing(join.join_type, k) {
                 let marker = bp.named(self.node, &format!("matched{k}"));
-                let plan = extend(input.plan.clone(), vec![lit(true).alias(marker.name.clone())])?;
+                let plan = extend(
+                    input.plan.clone(),
+                    vec![lit(true).alias(marker.name.clone())],
+                )?;
                 matched[k] = Some(marker);
                 plan
             } else {
@@ -90,7 +102,13 @@ impl Rule for Op<'_, Join> {
         // A mark join's extra column, under its own name.
         let plan = if out.len() < self.node.schema().fields().len() {
             let mark = bp.out_name(self.node, out.len());
-            let shown = plan.schema().fields().last().expect("a mark column").name().clone();
+            let shown = plan
+                .schema()
+                .fields()
+                .last()
+                .expect("a mark column")
+                .name()
+                .clone();
             out.push(mark.clone());
             extend(
                 plan,

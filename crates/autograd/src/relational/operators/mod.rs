@@ -46,7 +46,10 @@ pub(crate) fn rule(node: &LogicalPlan) -> Result<Box<dyn Rule + '_>> {
         LogicalPlan::TableScan(op) => Box::new(Op { node, op }),
         LogicalPlan::Limit(_) => return unsupported(node, "a LIMIT picks rows by position"),
         LogicalPlan::Distinct(_) => {
-            return unsupported(node, "DISTINCT merges rows by whether their values are equal")
+            return unsupported(
+                node,
+                "DISTINCT merges rows by whether their values are equal",
+            )
         }
         LogicalPlan::RecursiveQuery(_) => {
             return unsupported(node, "a recursive query is not differentiated")

@@ -12,9 +12,7 @@ use datafusion_common::{Column, Result, ScalarValue};
 use datafusion_expr::expr::{WindowFunction, WindowFunctionParams};
 use datafusion_expr::expr_rewriter::normalize_col;
 use datafusion_expr::logical_plan::Window;
-use datafusion_expr::{
-    lit, Expr, LogicalPlanBuilder, WindowFrameBound, WindowFunctionDefinition,
-};
+use datafusion_expr::{lit, Expr, LogicalPlanBuilder, WindowFrameBound, WindowFunctionDefinition};
 
 use super::Op;
 use crate::relational::augment::{selected, with_columns, Augmented, Bar, Layout};
@@ -157,7 +155,15 @@ impl Rule for Op<'_, Window> {
                 .map(|p| substitution.apply(p))
                 .collect::<Result<Vec<_>>>()?;
             // The input's rows again: every row of a partition gets its share.
-            if let Some(spread) = spread(bp, input.clone(), &active, keys.clone(), &bar, keys, vec![reduced])? {
+            if let Some(spread) = spread(
+                bp,
+                input.clone(),
+                &active,
+                keys.clone(),
+                &bar,
+                keys,
+                vec![reduced],
+            )? {
                 bars.push(spread);
             }
         }
@@ -174,7 +180,11 @@ fn merge(bp: &dyn Backprop, bars: Vec<Bar>) -> Result<Option<Bar>> {
     }
     let aug = bars[0].aug.clone();
     let cot: Vec<Option<Column>> = (0..aug.out.len())
-        .map(|j| bars.iter().any(|b| b.cot[j].is_some()).then(|| bp.fresh("d")))
+        .map(|j| {
+            bars.iter()
+                .any(|b| b.cot[j].is_some())
+                .then(|| bp.fresh("d"))
+        })
         .collect();
     let mut union: Option<LogicalPlanBuilder> = None;
     for bar in &bars {
