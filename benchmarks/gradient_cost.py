@@ -28,7 +28,7 @@ difference is reported, not enforced). The peak memory of the gradient and of th
 the resident high-water mark above the starting point (``benchmarks.memory``) — is measured
 once each, after the timings.
 
-    .venv/bin/python -m benchmarks.gradient_cost            # full run (release build)
+    .venv/bin/python -m benchmarks.gradient_cost            # full run (release build), P7 alone
     .venv/bin/python -m benchmarks.gradient_cost --quick    # small sizes, no peer
 """
 
@@ -49,7 +49,7 @@ from datafusion import SessionContext
 
 import datafusion_autograd as ag
 from benchmarks import mlp_digits
-from benchmarks.cli import arguments, require_release_build
+from benchmarks.cli import RESULTS, arguments, require_release_build
 from benchmarks.compare import check, max_relative_difference
 from benchmarks.memory import peak_bytes
 from benchmarks.sql import statement
@@ -58,7 +58,7 @@ from benchmarks.timing import Timing, interleaved
 Array = np.ndarray
 ROOT = Path(__file__).resolve().parent.parent
 PEER_VENV = Path.home() / ".cache" / "datafusion-autograd" / "ddx-venv"
-PEER_REQUIREMENT = "ddxdb==0.4.3"
+PEER_REQUIREMENT = "ddxdb[datafusion]==0.4.3"
 FEATURES = 16
 PARTITIONS = 2
 SIZES = (10**3, 10**4, 10**5, 10**6)
@@ -182,6 +182,11 @@ class Peer:
             return None, f"`{PEER_REQUIREMENT}` could not be installed ({(error.stderr or '').strip().splitlines()[-1:]})"
         process = subprocess.Popen([str(python), "-m", "benchmarks.peer"], cwd=ROOT, stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, text=True)
+        assert process.stdout is not None
+        greeting = json.loads(process.stdout.readline() or '{"error": "the peer did not start"}')
+        if "error" in greeting:
+            process.kill()
+            return None, greeting["error"]
         return Peer(process), ""
 
     def ask(self, **request: object) -> dict:
@@ -343,9 +348,13 @@ def plot(every: list[Case], path: Path) -> None:
 
 
 def main(quick: bool = False) -> list[Case]:
+    """Runs P7 alone: prints its section and draws ``gradient_cost.png`` where ``benchmarks.run`` does."""
     if not quick:
         require_release_build()
     every = run(quick)
+    out = RESULTS / ("quick" if quick else "")
+    out.mkdir(parents=True, exist_ok=True)
+    plot(every, out / "gradient_cost.png")
     print("\n".join(section(every)))
     return every
 

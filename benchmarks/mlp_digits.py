@@ -448,7 +448,7 @@ def report(config: Config, result: dict) -> None:
         f"time per step: SQL hand-wired {1e3 * result['sql_step_seconds']:.1f} ms "
         f"({result['hand_wired_statements']} statements), "
         f"SQL grad over the loss {1e3 * result['gradient_step_seconds']:.1f} ms "
-        f"({result['gradient_statements']} statement), numpy {1e3 * result['numpy_step_seconds']:.3f} ms"
+        f"({result['gradient_statements']} statements), numpy {1e3 * result['numpy_step_seconds']:.3f} ms"
     )
     print(f"curves: {result['png']}")
 

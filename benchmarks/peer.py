@@ -2,7 +2,8 @@
 
 Started by ``benchmarks.gradient_cost`` as ``<peer venv>/bin/python -m benchmarks.peer``
 from the repository root. It reads one JSON request per line on stdin and answers each with
-one JSON line on stdout:
+one JSON line on stdout, after a first line that says it is ready (``{"ready": true}``) or
+why not (``{"error": …}``):
 
 - ``{"load": directory, "tables": [name, …], "partitions": n}`` registers every
   ``<directory>/<name>.arrow`` (Arrow IPC) in a fresh ddx ``Context``, in ``n`` partitions;
@@ -27,8 +28,12 @@ from benchmarks.memory import peak_bytes
 
 
 def main() -> None:
-    from ddxdb import Context
-
+    try:
+        from ddxdb import Context
+    except ImportError as error:
+        print(json.dumps({"error": f"ddx cannot be imported: {error}"}), flush=True)
+        return
+    print(json.dumps({"ready": True}), flush=True)
     ctx = None
     for line in sys.stdin:
         request = json.loads(line)

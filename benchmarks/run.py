@@ -353,7 +353,7 @@ def p6_section(p6: dict | str) -> list[str]:
               "| --- | --- | --- | --- | --- | --- |",
               f"| SQL, wired by hand with vjp() | {p6['hand_wired_statements']} | {format_seconds(p6['sql_step_seconds'])} | "
               f"{p6['sql_step_seconds'] / numpy_step:.0f} | {p6['test_accuracy']:.4f} | {p6['sql_max_rel_loss_diff']:.1e} |",
-              f"| SQL, gradient() | {p6['gradient_statements']} | {format_seconds(p6['gradient_step_seconds'])} | "
+              f"| SQL, grad over the loss CTE (one reverse pass) | {p6['gradient_statements']} | {format_seconds(p6['gradient_step_seconds'])} | "
               f"{p6['gradient_step_seconds'] / numpy_step:.0f} | {p6['gradient_test_accuracy']:.4f} | {p6['gradient_max_rel_loss_diff']:.1e} |",
               f"| numpy, derived by hand | — | {format_seconds(numpy_step)} | 1 | — | — |"]
     return lines

@@ -9,7 +9,8 @@
 #             point (AUTOGRAD_FUZZ_CASES and AUTOGRAD_FUZZ_SEED override), 10,000 random
 #             expression trees in Rust and 10,000 through the Python bridge
 #             (AUTOGRAD_FUZZ_TREES overrides), and 3,000 random loss queries against finite
-#             differences (AUTOGRAD_FUZZ_LOSSES overrides)
+#             differences (AUTOGRAD_FUZZ_LOSSES overrides), and 1,000 in DuckDB and SQLite
+#             against DataFusion (AUTOGRAD_FUZZ_ENGINE_LOSSES overrides)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -100,6 +101,8 @@ case "${1:-}" in
             "$venv/bin/python" -m pytest -q tests/test_random_trees.py
         AUTOGRAD_FUZZ_LOSSES="${AUTOGRAD_FUZZ_LOSSES:-3000}" \
             cargo test --locked -p datafusion-autograd --test sql random_losses
+        AUTOGRAD_FUZZ_ENGINE_LOSSES="${AUTOGRAD_FUZZ_ENGINE_LOSSES:-1000}" \
+            "$venv/bin/python" -m pytest -q tests/test_engine_random_losses.py
         ;;
     *)
         echo "usage: bash scripts/dev.sh <setup|train|test|memcheck|fuzz>" >&2

@@ -35,6 +35,7 @@ from datafusion_autograd._native import (
 from datafusion_autograd.check import GradCheck, check_grad
 from datafusion_autograd.context import AutogradContext, forwards_simplify, register
 from datafusion_autograd.dialects import DIALECTS, Dialect, differentiate
+from datafusion_autograd.engines import sql
 from datafusion_autograd.expr import grad, jvp, vjp
 from datafusion_autograd.relational import gradient, gradients, hvp
 from datafusion_autograd.udfs import grad_udf, jvp_udf, stop_gradient_udf, vjp_udf
@@ -65,6 +66,7 @@ __all__ = [
     "primitives",
     "register",
     "rewrite_sql",
+    "sql",
     "stop_gradient_udf",
     "vjp",
     "vjp_udf",

@@ -8,9 +8,12 @@ from typing import Any, Sequence, Union
 from datafusion import DataFrame, SessionContext
 from datafusion.unparser import Dialect, Unparser
 
+from datafusion_autograd._native import ClusterContext
 from datafusion_autograd._native import gradients as _gradients
 from datafusion_autograd._native import hvp as _hvp
 from datafusion_autograd.context import planned_with
+from datafusion_autograd.engines import dialect_of
+from datafusion_autograd.engines import gradient as engine_gradient
 from datafusion_autograd.tables import catalog, fetcher
 
 Loss = Union[str, DataFrame]
@@ -30,6 +33,12 @@ def gradient(ctx: SessionContext, loss: Loss, wrt: str) -> Any:
     so a subclass's DataFrame type is kept (``xarray_sql.XarrayContext``
     gives ``.to_dataset()``).
 
+    ``ctx`` may also be a DuckDB, SQLite or psycopg 3 connection: the gradient
+    is then computed in that engine and returned as a ``pyarrow.Table``
+    (``datafusion_autograd.engines``). On a ``ClusterContext``
+    (``datafusion_autograd.cluster.connect``) the result is that context's
+    frame, its stages computed on the cluster.
+
     >>> import pyarrow as pa
     >>> from datafusion import SessionContext, col, functions as f
     >>> ctx = SessionContext()
@@ -40,6 +49,17 @@ def gradient(ctx: SessionContext, loss: Loss, wrt: str) -> Any:
     >>> gradient(ctx, loss, "w.w").sort(col("i")).to_pydict()["grad"]
     [3.0, -4.0]
     """
+    if isinstance(ctx, ClusterContext):
+        # On a cluster (datafusion_autograd.cluster): the table function,
+        # planned in this process, its stages run as jobs of the cluster.
+        if not isinstance(loss, str):
+            raise TypeError("the loss for a cluster is SQL text, not a DataFrame")
+        quoted = [text.replace("'", "''") for text in (loss, wrt)]
+        return ctx.sql(f"SELECT * FROM gradient('{quoted[0]}', '{quoted[1]}')")
+    if dialect_of(ctx) is not None:
+        if not isinstance(loss, str):
+            raise TypeError("the loss for another engine is SQL text, not a DataFrame")
+        return engine_gradient(ctx, loss, wrt)
     return gradients(ctx, loss, [wrt])[wrt]
 
 

@@ -57,8 +57,8 @@ pub use functions::register;
 pub use options::AutogradOptions;
 pub use sql::bridge::{rewrite_sql, rewrite_sql_with, Placement};
 pub use sql::{
-    check_grad, check_grad_sql, differentiate_sql, gradient_sql, plan_gradients, plan_hvp,
-    plan_to_sql, Along, Dialect, GradCheck,
+    check_grad, check_grad_sql, differentiate_sql, engine_sql, gradient_sql, gradient_statements,
+    plan_gradients, plan_hvp, plan_to_sql, view_query, Along, Dialect, EngineStatements, GradCheck,
 };
 pub use stack::depth as expression_depth;
 pub use table::{GradientFunction, GradientTable, WholeQueryMarkers};

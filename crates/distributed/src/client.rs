@@ -1,6 +1,8 @@
 //! The client: a session that plans here and runs its queries on a cluster.
 
-use ballista::prelude::SessionContextExt;
+use std::sync::Arc;
+
+use ballista::prelude::{SessionConfigExt, SessionContextExt};
 use datafusion::error::Result;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
@@ -23,4 +25,19 @@ pub async fn connect(url: &str, config: SessionConfig) -> Result<SessionContext>
     let ctx = SessionContext::remote_with_state(url, state).await?;
     datafusion_autograd::register(&ctx);
     Ok(ctx)
+}
+
+/// A session like [`connect`]'s that submits physical plans
+/// ([`crate::submit`]): in-memory tables (`register_batch`, `MemTable`) and
+/// the project's `gradient()` reach the cluster, their rows sent with the
+/// plan. `url` is `df://host:port`; `config` as for [`connect`] (its query
+/// planner is replaced).
+pub async fn connect_submitting_plans(url: &str, config: SessionConfig) -> Result<SessionContext> {
+    let scheduler = url.strip_prefix("df://").ok_or_else(|| {
+        datafusion::error::DataFusionError::Configuration(format!(
+            "a Ballista scheduler's address is df://host:port, not {url:?}"
+        ))
+    })?;
+    let planner = crate::submit::SubmittingPlanner::new(format!("http://{scheduler}"));
+    connect(url, config.with_ballista_query_planner(Arc::new(planner))).await
 }

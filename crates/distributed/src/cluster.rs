@@ -76,7 +76,7 @@ pub struct Cluster {
     _runtime: ClusterRuntime,
     scheduler: SocketAddr,
     state: BallistaCluster,
-    executors: Vec<ExecutorHandle>,
+    executors: Vec<ExecutorServer>,
 }
 
 /// One task of a finished job, as the scheduler recorded it.
@@ -98,11 +98,21 @@ pub struct Job {
     pub tasks: Vec<Task>,
 }
 
-struct ExecutorHandle {
-    id: String,
-    addr: SocketAddr,
+/// A running executor (see [`start_executor`]): its id, its Arrow Flight
+/// address, and its own count of the tasks it finished. Its work directory
+/// is removed when it is dropped.
+pub struct ExecutorServer {
+    pub id: String,
+    pub addr: SocketAddr,
     counter: Arc<TaskCounter>,
     _work_dir: TempDir,
+}
+
+impl ExecutorServer {
+    /// The tasks this executor finished, by its own count.
+    pub fn tasks(&self) -> usize {
+        self.counter.total()
+    }
 }
 
 impl Cluster {
@@ -152,40 +162,7 @@ impl Cluster {
     /// Every job the scheduler has received, once finished, in the order
     /// they were queued.
     pub async fn jobs(&self) -> Result<Vec<Job>> {
-        let job_state = self.state.job_state();
-        let ids = job_state.get_all_jobs().await.map_err(external)?;
-        let mut jobs = Vec::with_capacity(ids.len());
-        for id in ids {
-            // The client learns that a job succeeded a moment before the
-            // scheduler files it among the finished ones.
-            let graph =
-                settle(|| async { job_state.get_execution_graph(&id).await.map_err(external) })
-                    .await?
-                    .ok_or_else(|| external(format!("job {id} did not finish")))?;
-            let mut tasks = Vec::new();
-            for (stage, execution) in graph.stages() {
-                if let ExecutionStage::Successful(execution) = execution {
-                    for (partition, info) in execution.task_infos.iter().enumerate() {
-                        if let Status::Successful(task) = &info.task_status {
-                            tasks.push(Task {
-                                stage: *stage,
-                                partition,
-                                executor: task.executor_id.clone(),
-                            });
-                        }
-                    }
-                }
-            }
-            tasks.sort_by_key(|t| (t.stage, t.partition));
-            jobs.push(Job {
-                id: id.to_string(),
-                start_time: graph.start_time(),
-                end_time: graph.end_time(),
-                tasks,
-            });
-        }
-        jobs.sort_by_key(|j| (j.start_time, j.id.clone()));
-        Ok(jobs)
+        jobs(&self.state).await
     }
 
     /// The tasks each executor finished, by its own count (its metrics
@@ -215,6 +192,44 @@ impl Cluster {
     }
 }
 
+/// Every job the scheduler whose state is `state` has received, once
+/// finished, in the order they were queued.
+pub async fn jobs(state: &BallistaCluster) -> Result<Vec<Job>> {
+    let job_state = state.job_state();
+    let ids = job_state.get_all_jobs().await.map_err(external)?;
+    let mut jobs = Vec::with_capacity(ids.len());
+    for id in ids {
+        // The client learns that a job succeeded a moment before the
+        // scheduler files it among the finished ones.
+        let graph = settle(|| async { job_state.get_execution_graph(&id).await.map_err(external) })
+            .await?
+            .ok_or_else(|| external(format!("job {id} did not finish")))?;
+        let mut tasks = Vec::new();
+        for (stage, execution) in graph.stages() {
+            if let ExecutionStage::Successful(execution) = execution {
+                for (partition, info) in execution.task_infos.iter().enumerate() {
+                    if let Status::Successful(task) = &info.task_status {
+                        tasks.push(Task {
+                            stage: *stage,
+                            partition,
+                            executor: task.executor_id.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        tasks.sort_by_key(|t| (t.stage, t.partition));
+        jobs.push(Job {
+            id: id.to_string(),
+            start_time: graph.start_time(),
+            end_time: graph.end_time(),
+            tasks,
+        });
+    }
+    jobs.sort_by_key(|j| (j.start_time, j.id.clone()));
+    Ok(jobs)
+}
+
 /// The runtime the cluster's tasks run on.
 struct ClusterRuntime(Option<tokio::runtime::Runtime>);
 
@@ -239,8 +254,10 @@ impl Drop for ClusterRuntime {
     }
 }
 
-/// The scheduler: in-memory cluster and job state, served over gRPC.
-async fn start_scheduler() -> Result<(SocketAddr, BallistaCluster)> {
+/// A scheduler on 127.0.0.1, on a port the OS picks: in-memory cluster and
+/// job state, served over gRPC by a task of the current runtime. Returns its
+/// address and its state.
+pub async fn start_scheduler() -> Result<(SocketAddr, BallistaCluster)> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let config = Arc::new(
@@ -271,8 +288,10 @@ async fn start_scheduler() -> Result<(SocketAddr, BallistaCluster)> {
     Ok((addr, state))
 }
 
-/// An executor: its Arrow Flight server and its loop polling `scheduler`.
-async fn start_executor(scheduler: SocketAddr, slots: usize) -> Result<ExecutorHandle> {
+/// An executor on 127.0.0.1, with `slots` task slots: its Arrow Flight
+/// server, on a port the OS picks, and its loop polling `scheduler`, both
+/// tasks of the current runtime.
+pub async fn start_executor(scheduler: SocketAddr, slots: usize) -> Result<ExecutorServer> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let id = format!("executor-{addr}");
@@ -333,7 +352,7 @@ async fn start_executor(scheduler: SocketAddr, slots: usize) -> Result<ExecutorH
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     tokio::spawn(poll_loop(client, executor, BallistaCodec::default()));
-    Ok(ExecutorHandle {
+    Ok(ExecutorServer {
         id,
         addr,
         counter,

@@ -17,6 +17,8 @@
 //! | [`cluster`] | a scheduler and executors inside this process, on ports the OS picks, stopped when dropped |
 //! | [`data`] | a synthetic data set as several Parquet files in a temporary directory |
 //! | [`fit`] | a gradient-descent step of y = a·exp(b·x) as one query |
+//! | [`process`] | a scheduler or an executor as a process of its own, stopped by the end of its input |
+//! | [`submit`] | physical-plan submission, which carries in-memory tables and `gradient()`'s stages |
 //!
 //! [Apache DataFusion Ballista]: https://datafusion.apache.org/ballista/
 
@@ -24,3 +26,5 @@ pub mod client;
 pub mod cluster;
 pub mod data;
 pub mod fit;
+pub mod process;
+pub mod submit;

@@ -457,3 +457,43 @@ fn recursive_ctes_do_not_distribute() -> Result<()> {
         Ok(())
     })
 }
+
+/// The same in-memory table and `gradient()`, through a session that
+/// submits physical plans: the table's rows and the gradient's stages
+/// travel inside the plans, and the results equal the local session's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submitted_physical_plans_carry_in_memory_tables_and_gradients() -> Result<()> {
+    let data = write_points(2, 100)?;
+    let cluster = Cluster::start(2, 1).await?;
+    let ctx = client::connect_submitting_plans(&cluster.url(), config()).await?;
+    let local = SessionContext::new_with_config(config());
+    datafusion_autograd::register(&local);
+    let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Float64, false)]));
+    let batch = RecordBatch::try_new(schema, vec![Arc::new(Float64Array::from(vec![1.0, 2.0]))])?;
+    for session in [&ctx, &local] {
+        register_points(session, &data).await?;
+        session.register_batch("mem", batch.clone())?;
+    }
+    for sql in [
+        "SELECT AVG(grad(x * x, x)) AS v FROM mem",
+        "SELECT SUM(grad) AS v FROM gradient('SELECT AVG(power(x - y, 2)) FROM points', 'points.x')",
+    ] {
+        let value = |batches: Vec<RecordBatch>| {
+            let column = batches[0].column(0).as_any().downcast_ref::<Float64Array>().cloned();
+            column.expect("a DOUBLE").value(0)
+        };
+        let on_cluster = value(ctx.sql(sql).await?.collect().await?);
+        let here = value(local.sql(sql).await?.collect().await?);
+        println!("{sql}: cluster {on_cluster}, local {here}");
+        assert!(relative(on_cluster, here) <= 1e-12, "{sql}: {on_cluster} vs {here}");
+    }
+    let jobs = cluster.jobs().await?;
+    assert!(
+        jobs.len() > 2,
+        "the gradient's stages ran as jobs: {}",
+        jobs.len()
+    );
+    drop(ctx);
+    cluster.shutdown().await;
+    Ok(())
+}

@@ -127,7 +127,12 @@ impl<'a> Forward<'a> {
         for stage in &staged.stages {
             let dual = self.dual(&stage.plan)?;
             if !dual.moves() {
-                stages.push(stage.clone());
+                // Kept under its name, reading the stages below in their
+                // new form where it reads any that move.
+                stages.push(Stage {
+                    name: stage.name.clone(),
+                    plan: dual.plan,
+                });
                 continue;
             }
             let name = format!("{}_t", stage.name);

@@ -155,6 +155,65 @@ pub(crate) fn spread(
                 .map(|(r, total)| sum(Expr::Column(r.cot.clone())).alias(total.name.clone())),
         )?
         .build()?;
+    // Per group, over the input rows: how many rows an AVG counts and how
+    // many a key stands for. An aggregate of the input by its key, joined to
+    // the groups (both one row per group): a window would sort the whole
+    // input by the key, or run on one core where there is no key.
+    let mut counted: Vec<(Column, Expr)> = vec![];
+    let mut shares = vec![];
+    for r in &reduced {
+        let rows = match &r.filter {
+            Some(f) => f.clone().and(r.arg.clone().is_not_null()),
+            None => r.arg.clone().is_not_null(),
+        };
+        shares.push(match r.reduction {
+            Reduction::Sum => Share::Total(rows),
+            Reduction::Key => {
+                let n = bp.fresh("count");
+                counted.push((n.clone(), lit(true)));
+                Share::Counted(lit(true), n)
+            }
+            Reduction::Avg => {
+                let n = bp.fresh("count");
+                counted.push((n.clone(), rows.clone()));
+                Share::Counted(rows, n)
+            }
+            Reduction::Min | Reduction::Max => Share::Extremum(rows),
+            Reduction::Count => unreachable!("COUNT passes no cotangent"),
+        });
+    }
+    // Kept: what readers of the contributions below compute again is the
+    // join of these with the input, never the sums.
+    let groups = bp.stage(if counted.is_empty() {
+        groups
+    } else {
+        let count_keys: Vec<Column> = keys.iter().map(|_| bp.fresh("key")).collect();
+        let counts = LogicalPlanBuilder::from(input.plan.clone())
+            .aggregate(
+                input_keys
+                    .iter()
+                    .zip(&count_keys)
+                    .map(|(e, k)| e.clone().alias(k.name.clone())),
+                counted
+                    .iter()
+                    .map(|(n, rows)| Ok(sum(indicator(rows)?).alias(n.name.clone())))
+                    .collect::<Result<Vec<_>>>()?,
+            )?
+            .build()?;
+        let on = keys
+            .iter()
+            .zip(&count_keys)
+            .map(|(k, c)| (Expr::Column(k.clone()), Expr::Column(c.clone())))
+            .collect();
+        join(
+            selected(groups)?,
+            selected(counts)?,
+            on,
+            None,
+            JoinType::Inner,
+            NullEquality::NullEqualsNull,
+        )?
+    })?;
     let on = keys
         .iter()
         .map(|k| Expr::Column(k.clone()))
@@ -164,7 +223,7 @@ pub(crate) fn spread(
     // hash join builds (and a cross join collects) when the planner knows
     // neither side's size, as it does not for a stage.
     let joined = join(
-        selected(groups)?,
+        groups,
         input.plan.clone(),
         on,
         None,
@@ -172,36 +231,22 @@ pub(crate) fn spread(
         NullEquality::NullEqualsNull,
     )?;
 
-    // Per group, over the input rows: the extrema, then how many rows are
-    // counted and how many attain the extremum. The extremum is taken again
-    // here, from the very values compared with it: a host that computes a
-    // relation once per reading may sum in another order each time.
+    // Per group, over the input rows: the extrema, then how many rows attain
+    // them. The extremum is taken again here, from the very values compared
+    // with it: a host that computes a relation once per reading may sum in
+    // another order each time.
     let partition: Vec<Expr> = keys.iter().cloned().map(Expr::Column).collect();
     let mut extrema = vec![];
-    let mut counts = vec![];
+    let mut ties_counts = vec![];
     let mut pairs = vec![];
-    for (r, total) in reduced.iter().zip(&totals) {
-        let counted = match &r.filter {
-            Some(f) => f.clone().and(r.arg.clone().is_not_null()),
-            None => r.arg.clone().is_not_null(),
-        };
+    for ((r, total), share) in reduced.iter().zip(&totals).zip(shares) {
         let total = Expr::Column(total.clone());
-        let (rows, share) = match r.reduction {
-            Reduction::Sum => (counted, total),
-            Reduction::Key => {
-                let n = bp.fresh("count");
-                counts.push(window_count(&lit(true), &partition)?.alias(n.name.clone()));
-                (lit(true), total / Expr::Column(n))
-            }
-            Reduction::Avg => {
-                let n = bp.fresh("count");
-                counts.push(window_count(&counted, &partition)?.alias(n.name.clone()));
-                (counted, total / Expr::Column(n))
-            }
-            Reduction::Min | Reduction::Max => {
+        let (rows, share) = match share {
+            Share::Total(rows) => (rows, total),
+            Share::Counted(rows, n) => (rows, total / Expr::Column(n)),
+            Share::Extremum(rows) => {
                 let extremum = bp.fresh("extremum");
-                let among =
-                    when(counted.clone(), r.arg.clone()).otherwise(lit(ScalarValue::Null))?;
+                let among = when(rows.clone(), r.arg.clone()).otherwise(lit(ScalarValue::Null))?;
                 let udaf = match r.reduction {
                     Reduction::Min => min_udaf(),
                     _ => max_udaf(),
@@ -212,19 +257,23 @@ pub(crate) fn spread(
                         .build()?
                         .alias(extremum.name.clone()),
                 );
-                let attains = counted.and(r.arg.clone().eq(Expr::Column(extremum)));
+                let attains = rows.and(r.arg.clone().eq(Expr::Column(extremum)));
                 let ties = bp.fresh("ties");
-                counts.push(window_count(&attains, &partition)?.alias(ties.name.clone()));
+                ties_counts.push(
+                    Expr::from(WindowFunction::new(sum_udaf(), vec![indicator(&attains)?]))
+                        .partition_by(partition.clone())
+                        .build()?
+                        .alias(ties.name.clone()),
+                );
                 (attains, total / Expr::Column(ties))
             }
-            Reduction::Count => unreachable!("COUNT passes no cotangent"),
         };
         // No contribution (NULL) where the row is not reduced.
         let cotangent = when(rows, share).otherwise(lit(ScalarValue::Float64(None)))?;
         pairs.push((r.arg.clone(), cotangent));
     }
     let mut joined = joined;
-    for windows in [extrema, counts] {
+    for windows in [extrema, ties_counts] {
         if !windows.is_empty() {
             joined = selected(LogicalPlanBuilder::from(joined).window(windows)?.build()?)?;
         }
@@ -242,11 +291,17 @@ pub(crate) fn spread(
     }))
 }
 
-/// `SUM(CASE WHEN condition THEN 1 ELSE 0 END) OVER (PARTITION BY partition)`:
-/// how many rows of the partition meet `condition`.
-fn window_count(condition: &Expr, partition: &[Expr]) -> Result<Expr> {
-    let indicator = when(condition.clone(), lit(1_i64)).otherwise(lit(0_i64))?;
-    Expr::from(WindowFunction::new(sum_udaf(), vec![indicator]))
-        .partition_by(partition.to_vec())
-        .build()
+/// How a reduction's total is shared among the rows of its group.
+enum Share {
+    /// Every row the reduction counts (the condition) gets the whole total.
+    Total(Expr),
+    /// Every row it counts gets the total over how many it counts (the column).
+    Counted(Expr, Column),
+    /// The rows it counts that attain the extremum share the total.
+    Extremum(Expr),
+}
+
+/// `CASE WHEN condition THEN 1 ELSE 0 END`.
+fn indicator(condition: &Expr) -> Result<Expr> {
+    when(condition.clone(), lit(1_i64)).otherwise(lit(0_i64))
 }

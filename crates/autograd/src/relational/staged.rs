@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion_common::arrow::datatypes::SchemaRef;
-use datafusion_common::tree_node::{Transformed, TreeNode};
+use datafusion_common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion_common::{Result, TableReference};
 use datafusion_expr::{LogicalPlan, LogicalPlanBuilder, TableScan, TableSource, TableType};
 
@@ -161,4 +161,30 @@ fn replace_stages(plan: &LogicalPlan, stages: &HashMap<&str, LogicalPlan>) -> Re
             Ok(Transformed::yes(builder.build()?))
         })
         .map(|t| t.data)
+}
+
+/// Whether `plan` is as cheap to compute again as to read kept: it computes
+/// rows from rows alone — scans (of stages too), projections, filters, joins
+/// — with no volatile expression, so every reading gives the same values.
+/// Anything that reduces or orders (aggregates, windows, sorts, limits,
+/// DISTINCT) is not.
+pub(crate) fn computed_again(plan: &LogicalPlan) -> Result<bool> {
+    let mut cheap = true;
+    plan.apply_with_subqueries(|node| {
+        cheap = match node {
+            // A scan that stops early may stop at other rows each time.
+            LogicalPlan::TableScan(scan) => scan.fetch.is_none(),
+            LogicalPlan::Projection(_)
+            | LogicalPlan::Filter(_)
+            | LogicalPlan::Join(_)
+            | LogicalPlan::SubqueryAlias(_) => true,
+            _ => false,
+        } && !node.expressions().iter().any(|e| e.is_volatile());
+        Ok(if cheap {
+            TreeNodeRecursion::Continue
+        } else {
+            TreeNodeRecursion::Stop
+        })
+    })?;
+    Ok(cheap)
 }

@@ -8,14 +8,17 @@
 use std::ops::Range;
 use std::sync::Arc;
 
+use datafusion_common::arrow::datatypes::{DataType, Field};
 use datafusion_common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion_common::{plan_datafusion_err, plan_err, Column, Result, TableReference};
+use datafusion_common::{plan_datafusion_err, plan_err, Column, DFSchema, Result, TableReference};
 use datafusion_expr::expr::ScalarFunction;
 use datafusion_expr::{Expr, LogicalPlan};
 use datafusion_sql::sqlparser::dialect::GenericDialect;
 use datafusion_sql::sqlparser::keywords::Keyword;
 use datafusion_sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
+use super::dialect::Dialect;
+use super::emit::to_dialect_sql;
 use super::gradient::{plan_gradients, staged_to_sql};
 use super::plan::plan_query;
 use super::scopes::{FromTable, Scopes};
@@ -81,24 +84,38 @@ pub fn rewrite_sql_with(
     options: &AutogradOptions,
     place: &mut dyn Placement,
 ) -> Result<String> {
+    rewrite_sql_in(sql, Dialect::DataFusion, tables, options, place)
+}
+
+/// [`rewrite_sql_with`] for a statement of the engine `dialect`: every
+/// derivative a marker forms is written as that engine spells it (or is an
+/// error naming what it has no spelling for); the rest of the text is kept.
+pub(crate) fn rewrite_sql_in(
+    sql: &str,
+    dialect: Dialect,
+    tables: Catalog,
+    options: &AutogradOptions,
+    place: &mut dyn Placement,
+) -> Result<String> {
     with_room(|| {
         let tokens = Tokenizer::new(&GenericDialect {}, sql)
             .tokenize_with_location()
             .map_err(|e| plan_datafusion_err!("cannot read the SQL text: {e}"))?;
         let offsets = ByteOffsets::new(sql);
         let calls = calls(&tokens)?;
-        let mut whole = WholeQuery::new(sql, &offsets, tables, options);
+        let mut whole = WholeQuery::new(sql, &offsets, tables, options, dialect);
         let mut pieces = vec![];
         for call in &calls {
             let start = offsets.of(call.start);
             let end = offsets.of(call.end);
             let text = match &call.kind {
                 CallKind::Marker if call.reads_a_query => {
-                    Piece::Deferred(whole.marker(start, end)?)
+                    Piece::Deferred(whole.marker(start, end, place)?)
                 }
-                CallKind::Marker => {
-                    Piece::Text(format!("({})", expand_sql(&sql[start..end], options)?))
-                }
+                CallKind::Marker => Piece::Text(format!(
+                    "({})",
+                    expand_sql(&sql[start..end], options, dialect)?
+                )),
                 CallKind::Gradient { loss, wrt, aliased } => {
                     let staged = Arc::new(plan_gradients(loss, &[wrt.as_str()], tables, options)?);
                     let mut text = place.table(&staged, 0)?;
@@ -153,6 +170,7 @@ struct WholeQuery<'a> {
     offsets: &'a ByteOffsets<'a>,
     tables: Catalog<'a>,
     options: &'a AutogradOptions,
+    dialect: Dialect,
     scopes: Option<Scopes>,
     markers: Vec<Expanded>,
     /// The gradients asked for: the loss's text, the parameter
@@ -168,12 +186,14 @@ impl<'a> WholeQuery<'a> {
         offsets: &'a ByteOffsets<'a>,
         tables: Catalog<'a>,
         options: &'a AutogradOptions,
+        dialect: Dialect,
     ) -> Self {
         Self {
             sql,
             offsets,
             tables,
             options,
+            dialect,
             scopes: None,
             markers: vec![],
             requests: vec![],
@@ -190,8 +210,10 @@ impl<'a> WholeQuery<'a> {
     }
 
     /// Reads the marker at `start..end` of the text, whose expression holds
-    /// subqueries, and returns its number.
-    fn marker(&mut self, start: usize, end: usize) -> Result<usize> {
+    /// subqueries, and returns its number. The gradients inside those
+    /// subqueries are placed by `place` in another engine's statement, and
+    /// written out as text in DataFusion's.
+    fn marker(&mut self, start: usize, end: usize, place: &mut dyn Placement) -> Result<usize> {
         let call = &self.sql[start..end];
         let subqueries = subqueries(call)?;
         let mut text = String::new();
@@ -202,16 +224,16 @@ impl<'a> WholeQuery<'a> {
             let placeholder = format!("__ag_s{}_{n}", self.markers.len());
             text.push_str(&placeholder);
             // Markers inside the subquery, written out like any other.
-            let inner = rewrite_sql(
-                strip_parentheses(&call[range.clone()]),
-                self.tables,
-                self.options,
-            )?;
+            let inner = strip_parentheses(&call[range.clone()]);
+            let inner = match self.dialect {
+                Dialect::DataFusion => rewrite_sql(inner, self.tables, self.options)?,
+                dialect => rewrite_sql_in(inner, dialect, self.tables, self.options, place)?,
+            };
             values.push((placeholder, format!("({inner})")));
             copied = range.end;
         }
         text.push_str(&call[copied..]);
-        let (exprs, _) = plan_scalar(&[&text])?;
+        let (exprs, schema) = plan_scalar(&[&text])?;
         let expr = exprs.into_iter().next().expect("one expression planned");
         let Some((derivative, f)) = as_marker(&expr) else {
             return plan_err!(
@@ -278,8 +300,24 @@ impl<'a> WholeQuery<'a> {
             })?
             .data;
         let expanded = given_values(expand_markers(expr, ColumnTypes::Unknown, self.options)?)?;
+        let text = match self.dialect {
+            Dialect::DataFusion => formed_to_sql(&expanded)?,
+            dialect => {
+                // The derivatives' columns are DOUBLE, like the values'.
+                let fields: Vec<Field> = derivatives
+                    .iter()
+                    .map(|(d, _)| Field::new(d, DataType::Float64, true))
+                    .collect();
+                let mut schema = schema;
+                schema.merge(&DFSchema::from_unqualified_fields(
+                    fields.into(),
+                    Default::default(),
+                )?);
+                to_dialect_sql(&expanded, &schema, dialect)?
+            }
+        };
         self.markers.push(Expanded {
-            text: formed_to_sql(&expanded)?,
+            text,
             values,
             derivatives,
         });
@@ -434,8 +472,9 @@ impl<'a> WholeQuery<'a> {
             .map_err(|e| plan_datafusion_err!("cannot read the derivative's text: {e}"))?;
         let mut out = String::from("(");
         for token in tokens {
+            // Placeholders are quoted where the engine's dialect quotes every name.
             let replaced = match &token {
-                Token::Word(w) if w.quote_style.is_none() => values
+                Token::Word(w) if w.value.starts_with("__ag_s") => values
                     .iter()
                     .find(|(p, _)| *p == w.value)
                     .map(|(_, v)| v.clone())
@@ -464,13 +503,17 @@ impl<'a> WholeQuery<'a> {
 
 /// The derivative of one SQL marker call, as SQL, for a host that will plan it
 /// against a schema unknown here.
-fn expand_sql(call: &str, options: &AutogradOptions) -> Result<String> {
-    let (exprs, _) = plan_scalar(&[call])?;
+fn expand_sql(call: &str, options: &AutogradOptions, dialect: Dialect) -> Result<String> {
+    let (exprs, schema) = plan_scalar(&[call])?;
     let expr = exprs
         .into_iter()
         .next()
         .unwrap_or_else(|| unreachable!("one expression planned"));
-    formed_to_sql(&expand_markers(expr, ColumnTypes::Unknown, options)?)
+    let derivative = expand_markers(expr, ColumnTypes::Unknown, options)?;
+    match dialect {
+        Dialect::DataFusion => formed_to_sql(&derivative),
+        dialect => to_dialect_sql(&derivative, &schema, dialect),
+    }
 }
 
 /// One call to rewrite: its source range, from its name to its closing

@@ -75,7 +75,7 @@ pub(crate) fn to_dialect_sql(expr: &Expr, schema: &DFSchema, dialect: Dialect) -
 
 /// `expr`, whose derivatives are formed, without `stop_gradient`: what it
 /// keeps out of derivatives is out, and its value is its argument's.
-fn formed(expr: Expr) -> Result<Expr> {
+pub(super) fn formed(expr: Expr) -> Result<Expr> {
     expr.transform_up(|e| match e {
         Expr::ScalarFunction(ScalarFunction { func, mut args })
             if func.inner().is::<StopGradient>() && args.len() == 1 =>
@@ -119,7 +119,7 @@ fn spelled_for(expr: Expr, schema: &DFSchema, dialect: Dialect) -> Result<Expr> 
 /// DOUBLE)`, which type coercion writes, as `2.0`, and `CAST('NaN' AS
 /// DOUBLE)` as the NaN it is in DataFusion (engines read such text
 /// differently: SQLite reads it as 0).
-fn fold_literal_cast(expr: Expr) -> Transformed<Expr> {
+pub(super) fn fold_literal_cast(expr: Expr) -> Transformed<Expr> {
     if let Expr::Cast(Cast { expr: inner, field }) = &expr {
         if let Expr::Literal(value, _) = inner.as_ref() {
             let target = field.data_type();
@@ -134,7 +134,7 @@ fn fold_literal_cast(expr: Expr) -> Transformed<Expr> {
 }
 
 /// One node, its children already spelled, as `dialect` spells it.
-fn spell(expr: Expr, schema: &DFSchema, dialect: Dialect) -> Result<Transformed<Expr>> {
+pub(super) fn spell(expr: Expr, schema: &DFSchema, dialect: Dialect) -> Result<Transformed<Expr>> {
     let type_of = |e: &Expr| e.get_type(schema);
     match expr {
         Expr::ScalarFunction(ScalarFunction { func, args })
@@ -386,7 +386,7 @@ impl Chain {
 /// `expr` with every NULL of a known type written as a cast to it: a NULL
 /// printed alone reads back without one, and a relation whose column holds
 /// only such NULLs (one branch of a union, say) would lose the column's type.
-fn typed_nulls(expr: Expr) -> Result<Expr> {
+pub(super) fn typed_nulls(expr: Expr) -> Result<Expr> {
     expr.transform_up(|e| match &e {
         Expr::Literal(value, _) if value.is_null() && value.data_type() != DataType::Null => {
             let data_type = value.data_type();
@@ -443,7 +443,7 @@ fn stands_alone(plan: &LogicalPlan) -> bool {
 
 /// `expr` with every non-finite float literal written as `dialect` reads
 /// it: a cast from text, or (SQLite) left for [`write_infinities_as_overflow`].
-fn spell_non_finite(expr: Expr, dialect: Dialect) -> Result<Expr> {
+pub(super) fn spell_non_finite(expr: Expr, dialect: Dialect) -> Result<Expr> {
     expr.transform_up(|e| {
         let (value, data_type) = match &e {
             Expr::Literal(ScalarValue::Float64(Some(v)), _) if !v.is_finite() => {
@@ -474,7 +474,7 @@ fn spell_non_finite(expr: Expr, dialect: Dialect) -> Result<Expr> {
 
 /// The unparser's `inf` and `-inf` as `9e999` and `-9e999`, numbers too large
 /// for a double, which SQLite reads as infinities.
-fn write_infinities_as_overflow<T: VisitMut>(tree: &mut T) {
+pub(super) fn write_infinities_as_overflow<T: VisitMut>(tree: &mut T) {
     let overflow = || ast::Expr::value(ast::Value::Number("9e999".to_string(), false));
     let _ = visit_expressions_mut(tree, |e| {
         if let ast::Expr::Value(value) = e {

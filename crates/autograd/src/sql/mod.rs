@@ -14,6 +14,7 @@ pub(crate) mod bridge;
 mod check;
 pub(crate) mod dialect;
 mod emit;
+mod engines;
 mod gradient;
 pub(crate) mod plan;
 mod scopes;
@@ -22,6 +23,7 @@ pub use check::{check_grad, check_grad_sql, GradCheck};
 pub use dialect::Dialect;
 pub use emit::plan_to_sql;
 pub(crate) use emit::{formed_to_sql, to_sql};
+pub use engines::{engine_sql, gradient_statements, view_query, EngineStatements};
 pub use gradient::{gradient_sql, plan_gradients, plan_hvp, Along};
 pub(crate) use plan::plan_scalar;
 

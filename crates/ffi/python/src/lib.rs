@@ -5,6 +5,8 @@
 //! differentiation of serialized expressions. All logic lives in the Rust
 //! crates; this module only converts.
 
+mod cluster;
+mod engines;
 mod gradient;
 mod host;
 
@@ -364,10 +366,19 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(gradient::bridge_sql, m)?)?;
     m.add_function(wrap_pyfunction!(gradient::gradients, m)?)?;
     m.add_function(wrap_pyfunction!(gradient_sql, m)?)?;
+    m.add_function(wrap_pyfunction!(engines::gradient_statements_for, m)?)?;
+    m.add_function(wrap_pyfunction!(engines::engine_statements_for, m)?)?;
+    m.add_function(wrap_pyfunction!(engines::view_query, m)?)?;
     m.add_function(wrap_pyfunction!(derivative, m)?)?;
     m.add_function(wrap_pyfunction!(summary, m)?)?;
     m.add_function(wrap_pyfunction!(documentation, m)?)?;
     m.add_function(wrap_pyfunction!(primitives, m)?)?;
+    m.add_function(wrap_pyfunction!(cluster::cluster_connect, m)?)?;
+    m.add_function(wrap_pyfunction!(cluster::serve_scheduler, m)?)?;
+    m.add_function(wrap_pyfunction!(cluster::serve_executor, m)?)?;
+    m.add_class::<cluster::ClusterContext>()?;
+    m.add_class::<cluster::ClusterFrame>()?;
+    m.add("ClusterError", m.py().get_type::<cluster::ClusterError>())?;
     let dialects: Vec<&str> = Dialect::ALL.iter().map(|d| d.name()).collect();
     m.add("DIALECTS", pyo3::types::PyTuple::new(m.py(), dialects)?)?;
     m.add("NOT_SIMPLIFIED", datafusion_autograd::NOT_SIMPLIFIED)?;

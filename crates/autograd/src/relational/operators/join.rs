@@ -16,6 +16,7 @@ use super::Op;
 use crate::relational::augment::{self, extend, Augmented, Bar, Layout};
 use crate::relational::backprop::Backprop;
 use crate::relational::rule::Rule;
+use crate::relational::staged::computed_again;
 use crate::relational::substitution::Substitution;
 
 /// Which inputs' rows an output row holds, by position.
@@ -144,10 +145,14 @@ impl Rule for Op<'_, Join> {
                 reached.push((*k, input.clone(), marker.clone(), cot));
             }
         }
-        // Both sides read the contributions: kept.
-        let plan = match reached.len() {
-            2 => bp.stage(bar.plan.clone())?,
-            _ => bar.plan.clone(),
+        // Both sides read the contributions: kept, unless they are rows
+        // computed from kept rows alone (a reduction's contributions joined
+        // back onto its input), which each side computes again rather than
+        // keep a relation as large as the input.
+        let plan = if reached.len() == 2 && !computed_again(&bar.plan)? {
+            bp.stage(bar.plan.clone())?
+        } else {
+            bar.plan.clone()
         };
         reached
             .into_iter()
