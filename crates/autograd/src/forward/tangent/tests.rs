@@ -5,7 +5,7 @@ use datafusion_expr::{col, lit, Expr, Operator};
 use datafusion_functions::math::expr_fn::{cos, exp, ln, sin, tanh};
 
 use super::*;
-use crate::{differentiate, linearize};
+use crate::forward::marker::{differentiate, linearize};
 use datafusion_common::Column;
 
 const POINTS: [(f64, f64); 5] = [
