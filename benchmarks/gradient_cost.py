@@ -73,17 +73,15 @@ class Case:
     samples: int
     tables: dict[str, dict[str, Array]]
     loss: str
-    # "<table>.<column>" → ∂loss/∂ that column, in the order of the table's rows
+    # The parameters differentiated by, "<table>.<column>"; the first is the peer's.
+    parameters: tuple[str, ...]
+    # parameter → ∂loss/∂ that column, in the order of the table's rows
     numpy: Callable[[], dict[str, Array]]
     timings: dict[str, Timing] = field(default_factory=dict)
     memory: dict[str, int] = field(default_factory=dict)
     difference: float = float("nan")
     peer_difference: float = float("nan")
     peer: str = ""  # why the peer was not measured, when it was not
-
-    @property
-    def parameters(self) -> list[str]:
-        return list(self.numpy())
 
     def keys(self, parameter: str) -> list[str]:
         """The columns of the parameter's table other than the parameter."""
@@ -110,7 +108,7 @@ def linear(name: str, samples: int, rng: np.random.Generator) -> Case:
         "w": {"i": np.arange(FEATURES), "w": w},
         "y": {"s": np.arange(samples), "t": t, "l": labels},
     }
-    return Case(name, samples, tables, statement("gradient_cost/" + name.replace(" ", "_")), numpy)
+    return Case(name, samples, tables, statement("gradient_cost/" + name.replace(" ", "_")), ("w.w",), numpy)
 
 
 def mlp(samples: int, rng: np.random.Generator) -> Case:
@@ -129,7 +127,7 @@ def mlp(samples: int, rng: np.random.Generator) -> Case:
         "y": mlp_digits.matrix_relation(onehot, "s", "k", "onehot"),
         **mlp_digits.param_relations(params),
     }
-    return Case("MLP", samples, tables, statement("gradient_cost/mlp"), numpy)
+    return Case("MLP", samples, tables, statement("gradient_cost/mlp"), ("w1.w", "b1.b", "w2.w", "b2.b"), numpy)
 
 
 def batches(columns: dict[str, Array]) -> list[pa.RecordBatch]:
@@ -216,7 +214,7 @@ def measure(case: Case, repeats: int, peer: "Peer | None", directory: Path) -> N
     """Fills the case's timings, memory and differences."""
     ctx = context(case)
     reference = case.numpy()
-    parameters = list(reference)
+    parameters = list(case.parameters)
 
     def gradient() -> dict[str, dict[str, list]]:
         frames = ag.gradients(ctx, case.loss, parameters)

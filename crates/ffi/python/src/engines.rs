@@ -2,7 +2,10 @@
 //! statements that compute them there, written in the Rust crate.
 
 use datafusion_autograd::view_query as query_of_view;
-use datafusion_autograd::{engine_sql, gradient_statements, Dialect};
+use datafusion_autograd::{
+    engine_sql, gradient_statements, AutogradOptions, Catalog, Dialect, EngineStatements,
+};
+use datafusion_common::Result;
 use datafusion_common::TableReference;
 use pyo3::prelude::*;
 
@@ -20,14 +23,14 @@ pub(crate) fn gradient_statements_for(
     dialect: &str,
     tables: Bound<'_, PyAny>,
     max_derivative_nodes: Option<usize>,
-) -> PyResult<(Vec<String>, String, Vec<String>)> {
-    let catalog = |table: &TableReference| relation(Some(&tables), table);
-    let options = options(max_derivative_nodes);
-    engine("gradient_statements", || {
-        let dialect: Dialect = dialect.parse()?;
-        let statements = gradient_statements(loss, wrt, dialect, &catalog, &options)?;
-        Ok((statements.setup, statements.query, statements.cleanup))
-    })
+) -> PyResult<Statements> {
+    written_for(
+        "gradient_statements",
+        dialect,
+        &tables,
+        max_derivative_nodes,
+        |dialect, catalog, options| gradient_statements(loss, wrt, dialect, catalog, options),
+    )
 }
 
 /// A statement of the engine `dialect` with markers, `gradient(...)` calls
@@ -41,12 +44,32 @@ pub(crate) fn engine_statements_for(
     dialect: &str,
     tables: Bound<'_, PyAny>,
     max_derivative_nodes: Option<usize>,
-) -> PyResult<(Vec<String>, String, Vec<String>)> {
-    let catalog = |table: &TableReference| relation(Some(&tables), table);
+) -> PyResult<Statements> {
+    written_for(
+        "engine_statements",
+        dialect,
+        &tables,
+        max_derivative_nodes,
+        |dialect, catalog, options| engine_sql(sql, dialect, catalog, options),
+    )
+}
+
+/// `(setup, query, cleanup)`, as Python receives them.
+type Statements = (Vec<String>, String, Vec<String>);
+
+/// What `write` gives for the engine named `dialect`, over the relations
+/// `tables` gives.
+fn written_for(
+    what: &str,
+    dialect: &str,
+    tables: &Bound<'_, PyAny>,
+    max_derivative_nodes: Option<usize>,
+    write: impl FnOnce(Dialect, Catalog, &AutogradOptions) -> Result<EngineStatements>,
+) -> PyResult<Statements> {
+    let catalog = |table: &TableReference| relation(Some(tables), table);
     let options = options(max_derivative_nodes);
-    engine("engine_statements", || {
-        let dialect: Dialect = dialect.parse()?;
-        let statements = engine_sql(sql, dialect, &catalog, &options)?;
+    engine(what, || {
+        let statements = write(dialect.parse()?, &catalog, &options)?;
         Ok((statements.setup, statements.query, statements.cleanup))
     })
 }
