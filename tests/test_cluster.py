@@ -182,6 +182,24 @@ def test_gradient_with_an_in_memory_parameter_table(cluster: LocalCluster, data:
     assert all(isinstance(b, pa.RecordBatch) for b in batches) and sum(len(b) for b in batches) == FEATURES
 
 
+def test_planning_and_explain_compute_no_gradient(cluster: LocalCluster, data: Dict[str, Any]) -> None:
+    remote, _ = contexts(cluster, data, np.array([0.4, -0.3, 0.2]))
+    sql = f"SELECT i, grad FROM gradient('{LOGISTIC}', 'w.w')"
+
+    def tasks_of(run: Any) -> int:
+        before = sum(cluster.tasks_by_executor().values())
+        run()
+        return sum(cluster.tasks_by_executor().values()) - before
+
+    assert tasks_of(lambda: remote.sql(sql)) == 0
+    # EXPLAIN runs as a job of its own, no larger than the EXPLAIN of a plain scan.
+    assert tasks_of(lambda: remote.sql(f"EXPLAIN {sql}").to_pydict()) == tasks_of(
+        lambda: remote.sql("EXPLAIN SELECT i, w FROM w").to_pydict()
+    )
+    # Running it runs the gradient's stages as jobs.
+    assert tasks_of(lambda: remote.sql(sql).to_pydict()) > tasks_of(lambda: remote.sql("SELECT i, w FROM w").to_pydict())
+
+
 def test_both_executors_ran_tasks(cluster: LocalCluster, data: Dict[str, Any]) -> None:
     remote, _ = contexts(cluster, data, np.zeros(FEATURES))
     remote.sql("SELECT COUNT(*) AS n FROM x").to_pydict()

@@ -74,16 +74,9 @@ impl QueryPlanner for SubmittingPlanner {
             .await?;
         refuse_recursion(&local)?;
         let codec = state.config().ballista_physical_extension_codec();
-        let context = Arc::new(TaskContext::from(state));
-        let plan = with_rows(local, &context, codec.as_ref()).await?;
-        let limit = state
-            .config()
-            .ballista_config()
-            .grpc_client_max_message_size();
-        check_size(&plan, codec.as_ref(), limit)?;
         Ok(Arc::new(SubmittedExec::new(
             self.scheduler_url.clone(),
-            plan,
+            local,
             codec,
             state.session_id().to_string(),
         )))
@@ -156,7 +149,8 @@ fn encodes(plan: &Arc<dyn ExecutionPlan>, codec: &dyn PhysicalExtensionCodec) ->
 }
 
 /// A physical plan that runs on the cluster: one partition, the stream of
-/// its results.
+/// its results. Its leaves that cannot be encoded are computed, and the plan
+/// sent, when it is executed: planning (and `EXPLAIN`) computes nothing.
 pub struct SubmittedExec {
     scheduler_url: String,
     plan: Arc<dyn ExecutionPlan>,
@@ -187,7 +181,8 @@ impl SubmittedExec {
         }
     }
 
-    /// The plan the scheduler receives.
+    /// The plan planned in the client, before its leaves that cannot be
+    /// encoded are replaced by their rows.
     pub fn plan(&self) -> &Arc<dyn ExecutionPlan> {
         &self.plan
     }
@@ -244,6 +239,12 @@ impl ExecutionPlan for SubmittedExec {
         let (codec, session_id) = (Arc::clone(&self.codec), self.session_id.clone());
         let submitted = async move {
             let ballista = config.ballista_config();
+            let plan = with_rows(plan, &context, codec.as_ref()).await?;
+            check_size(
+                &plan,
+                codec.as_ref(),
+                ballista.grpc_client_max_message_size(),
+            )?;
             execute_physical_plan::<PhysicalPlanNode>(
                 url,
                 &ballista,
