@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union
+import re
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 import pyarrow as pa
 from datafusion import SessionContext, col
@@ -10,7 +11,10 @@ from datafusion.unparser import Dialect, Unparser
 
 Relation = Union[pa.Schema, str]
 Catalog = Callable[[str], Optional[Relation]]
-Fetch = Callable[[str], Callable[["list[str]"], Any]]
+# (rows, bytes, exact): a table's size as a planner's statistics give it.
+Size = Tuple[int, int, bool]
+Rows = Callable[[List[str]], Any]
+Fetch = Callable[[str], Tuple[Rows, Optional[Size]]]
 
 
 def catalog(ctx: SessionContext) -> Catalog:
@@ -42,8 +46,9 @@ def catalog(ctx: SessionContext) -> Catalog:
 
 def fetcher(ctx: SessionContext) -> Fetch:
     """A function from a table's name to the way the Rust engine reads that
-    table of ``ctx`` when a query over a gradient runs: a function from some
-    of its columns to their rows, as an object with ``__arrow_c_stream__``.
+    table of ``ctx`` when a query over a gradient runs — a function from some
+    of its columns to their rows, as an object with ``__arrow_c_stream__`` —
+    and the table's size as ``ctx``'s planner knows it (see :func:`size`).
     The table is looked up when the query is planned, as ``ctx`` looks up
     the tables of its own queries (``CREATE OR REPLACE TABLE p AS … p …``
     reads the ``p`` it replaces).
@@ -51,17 +56,49 @@ def fetcher(ctx: SessionContext) -> Fetch:
     >>> import pyarrow as pa
     >>> ctx = SessionContext()
     >>> ctx.register_record_batches("w", [[pa.RecordBatch.from_pydict({"i": [0], "w": [1.0]})]])
-    >>> pa.table(fetcher(ctx)("w")(["w"])).to_pydict()
+    >>> rows, size = fetcher(ctx)("w")
+    >>> pa.table(rows(["w"])).to_pydict()
     {'w': [1.0]}
+    >>> size[0], size[2]  # one row, counted exactly
+    (1, True)
     """
 
-    def fetch(name: str) -> Callable[["list[str]"], Any]:
+    def fetch(name: str) -> Tuple[Rows, Optional[Size]]:
         frame = ctx.table(name)
 
-        def rows(columns: "list[str]") -> Any:
+        def rows(columns: List[str]) -> Any:
             # Quoted, so that a column's name is never read as an expression.
             return frame.select(*(col('"' + c.replace('"', '""') + '"') for c in columns))
 
-        return rows
+        return rows, size(ctx, name)
 
     return fetch
+
+
+# How DataFusion prints a plan's statistics.
+_STATISTICS = re.compile(r"statistics=\[Rows=(Exact|Inexact)\((\d+)\), Bytes=(Exact|Inexact)\((\d+)\)")
+
+
+def size(ctx: SessionContext, name: str) -> Optional[Size]:
+    """The row count and byte size ``ctx``'s planner has for the table ``name``
+    (None if it has none), read from its plan's statistics without reading
+    the table: the engine plans joins over the table with them — a small
+    table is broadcast rather than partitioned by hash. The host hands out
+    a plan's statistics only in ``EXPLAIN VERBOSE``.
+
+    >>> import pyarrow as pa
+    >>> ctx = SessionContext()
+    >>> ctx.register_record_batches("w", [[pa.RecordBatch.from_pydict({"w": [1.0, 2.0, 3.0]})]])
+    >>> rows, bytes_, exact = size(ctx, "w")
+    >>> rows, exact, bytes_ >= 24
+    (3, True, True)
+    """
+    plans = ctx.sql(f"EXPLAIN VERBOSE SELECT * FROM {name}").to_pydict()
+    for kind, plan in zip(plans["plan_type"], plans["plan"]):
+        if kind == "physical_plan_with_stats":
+            found = _STATISTICS.search(plan.split("\n", 1)[0])
+            if found is None:
+                return None
+            rows, bytes_ = int(found.group(2)), int(found.group(4))
+            return rows, bytes_, found.group(1) == "Exact"
+    return None

@@ -35,6 +35,7 @@ mod assemble;
 mod augment;
 mod backprop;
 mod jvp;
+mod lineage;
 mod loss;
 mod operators;
 mod parameter;

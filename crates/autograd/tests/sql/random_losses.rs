@@ -121,6 +121,8 @@ enum Op {
     CrossJoin,
     SemiJoin,
     GroupBy,
+    /// `GROUP BY` a value that may be the parameter's column.
+    GroupByValue,
     Window,
     Rank,
     UnionAll,
@@ -130,7 +132,7 @@ enum Op {
     Values,
 }
 
-const OPS: [Op; 15] = [
+const OPS: [Op; 16] = [
     Op::Projection,
     Op::Filter,
     Op::InSubquery,
@@ -139,6 +141,7 @@ const OPS: [Op; 15] = [
     Op::CrossJoin,
     Op::SemiJoin,
     Op::GroupBy,
+    Op::GroupByValue,
     Op::Window,
     Op::Rank,
     Op::UnionAll,
@@ -272,9 +275,16 @@ impl Generator<'_> {
                     0 => format!("CAST(COUNT({q}.b) AS DOUBLE)"),
                     _ => format!("{}({q}.b)", self.pick(&["SUM", "AVG", "MIN", "MAX"])),
                 };
-                format!(
-                    "SELECT {q}.k, {fa}({q}.a) AS a, {b} AS b FROM ({inner}) {q} GROUP BY {q}.k"
-                )
+                if self.rng.below(3) == 0 {
+                    self.used.push(Op::GroupByValue);
+                    format!(
+                        "SELECT {q}.k, {q}.a, {b} AS b FROM ({inner}) {q} GROUP BY {q}.k, {q}.a"
+                    )
+                } else {
+                    format!(
+                        "SELECT {q}.k, {fa}({q}.a) AS a, {b} AS b FROM ({inner}) {q} GROUP BY {q}.k"
+                    )
+                }
             }
             6 => {
                 self.used.push(Op::Window);

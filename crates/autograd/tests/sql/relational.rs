@@ -316,6 +316,40 @@ const LOSSES: &[Case] = &[
     ("SELECT SUM(w3 * w3 * i) FROM wv", "w", "w", "i"),
     // markers inside the loss are differentiated first
     ("SELECT SUM(grad(w * w * w, w) + vjp(exp(w), w, i)) FROM w", "w", "w", "i"),
+    // a parameter's column as a group key, each group's rows from one row of
+    // its table: b's columns are keys, or equal to one through the join
+    (
+        "SELECT SUM(h * h) FROM (SELECT x.s, b.k, b.b, tanh(SUM(x.v * m.w) + b.b) AS h \
+         FROM x JOIN m ON x.i = m.i JOIN b ON m.k = b.k GROUP BY x.s, b.k, b.b) q",
+        "b",
+        "b",
+        "k",
+    ),
+    (
+        "SELECT SUM(h * h) FROM (SELECT x.s, m.k, tanh(SUM(x.v * m.w) + b.b) AS h \
+         FROM x JOIN m ON x.i = m.i JOIN b ON m.k = b.k GROUP BY x.s, m.k, b.b) q",
+        "b",
+        "b",
+        "k",
+    ),
+    // ... not so: b.k is no key, so the groups' rows are visited
+    (
+        "SELECT SUM(z * z) FROM (SELECT b.b, SUM(x.v) * b.b AS z FROM x CROSS JOIN b \
+         GROUP BY b.b) q",
+        "b",
+        "b",
+        "k",
+    ),
+    // ... nor here, where the key and the equal column come from two readings
+    // of one relation
+    (
+        "WITH bb AS (SELECT k, b FROM b) SELECT SUM(t * t) FROM \
+         (SELECT p.k, q.b, SUM(p.b) * q.b + q.b AS t FROM bb p JOIN bb q ON p.k = q.k + 1 \
+          GROUP BY p.k, q.b) r",
+        "b",
+        "b",
+        "k",
+    ),
     // logistic regression with a bias table
     (
         "SELECT AVG(ln(1 + exp(-signum(y.t) * (p.z + b.b)))) FROM \

@@ -14,7 +14,7 @@ use datafusion_expr::TableSource;
 use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
 
-use crate::host::{export, HostTable};
+use crate::host::{export, HostTable, HostTableSize};
 use crate::{engine, options, relation};
 
 /// A gradient as a table a `SessionContext` of PyPI `datafusion` can
@@ -59,14 +59,14 @@ fn gradient_tables(
         let Some(Relation::Table(schema)) = relation(Some(catalog), table)? else {
             return Ok(None);
         };
-        let rows = Python::attach(|py| {
-            fetch
-                .bind(py)
-                .call1((table.to_string(),))
-                .map(Bound::unbind)
+        let (rows, size) = Python::attach(|py| {
+            let found = fetch.bind(py).call1((table.to_string(),))?;
+            let (rows, size): (Bound<'_, PyAny>, Option<(usize, usize, bool)>) = found.extract()?;
+            PyResult::Ok((rows.unbind(), size))
         })
         .map_err(|e| plan_datafusion_err!("looking up the table {table}: {e}"))?;
-        let host = HostTable::new(table.to_string(), schema, rows);
+        let size = size.map(|(rows, bytes, exact)| HostTableSize { rows, bytes, exact });
+        let host = HostTable::new(table.to_string(), schema, rows, size);
         Ok(Some(provider_as_source(Arc::new(host))))
     };
     let staged = Arc::new(staged.with_sources(&sources)?);
@@ -80,7 +80,8 @@ fn gradient_tables(
 
 /// The gradients of the loss query with respect to each `"<table>.<column>"`
 /// of `wrt`, from one pass; `tables(name)` gives a table's pyarrow schema, a
-/// view's SQL, or None; `fetch(name)` how to read a table's rows (see
+/// view's SQL, or None; `fetch(name)` how to read a table's rows, and the
+/// table's size as the host's planner knows it (see
 /// `datafusion_autograd.tables.fetcher`).
 #[pyfunction]
 #[pyo3(signature = (loss, wrt, tables, fetch, max_derivative_nodes=None))]

@@ -12,7 +12,7 @@ use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::ffi_stream::{ArrowArrayStreamReader, FFI_ArrowArrayStream};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::execution::{
@@ -26,7 +26,8 @@ use datafusion::physical_plan::{
     PlanProperties,
 };
 use datafusion::prelude::SessionConfig;
-use datafusion_common::{internal_err, DataFusionError, Result};
+use datafusion_common::stats::Precision;
+use datafusion_common::{internal_err, DataFusionError, Result, Statistics};
 use datafusion_expr::{Expr, TableType};
 use datafusion_ffi::proto::logical_extension_codec::FFI_LogicalExtensionCodec;
 use datafusion_ffi::table_provider::FFI_TableProvider;
@@ -186,15 +187,51 @@ pub(crate) struct HostTable {
     name: String,
     schema: SchemaRef,
     rows: Arc<Py<PyAny>>,
+    size: Option<HostTableSize>,
+}
+
+/// What the host's planner knows of a table's size, without reading it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct HostTableSize {
+    pub rows: usize,
+    pub bytes: usize,
+    /// Whether the counts are exact (an in-memory table) or estimates.
+    pub exact: bool,
 }
 
 impl HostTable {
-    pub fn new(name: String, schema: SchemaRef, rows: Py<PyAny>) -> Self {
+    pub fn new(
+        name: String,
+        schema: SchemaRef,
+        rows: Py<PyAny>,
+        size: Option<HostTableSize>,
+    ) -> Self {
         Self {
             name,
             schema,
             rows: Arc::new(rows),
+            size,
         }
+    }
+
+    /// The statistics of a scan of `columns`: the table's row count, and its
+    /// size shared evenly among its columns. Without them our planner takes
+    /// every host table for a large one, and partitions every join by hash
+    /// where the other side could be broadcast.
+    fn statistics(&self, columns: &Schema) -> Statistics {
+        let mut statistics = Statistics::new_unknown(columns);
+        if let Some(size) = self.size {
+            let rows = if size.exact {
+                Precision::Exact(size.rows)
+            } else {
+                Precision::Inexact(size.rows)
+            };
+            let share = size.bytes * columns.fields().len() / self.schema.fields().len().max(1);
+            statistics = statistics
+                .with_num_rows(rows)
+                .with_total_byte_size(Precision::Inexact(share));
+        }
+        statistics
     }
 }
 
@@ -228,6 +265,7 @@ impl TableProvider for HostTable {
         Ok(Arc::new(HostScan {
             name: self.name.clone(),
             rows: Arc::clone(&self.rows),
+            statistics: Arc::new(self.statistics(&schema)),
             properties: Arc::new(PlanProperties::new(
                 EquivalenceProperties::new(Arc::clone(&schema)),
                 Partitioning::UnknownPartitioning(1),
@@ -245,6 +283,7 @@ impl TableProvider for HostTable {
 struct HostScan {
     name: String,
     rows: Arc<Py<PyAny>>,
+    statistics: Arc<Statistics>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
 }
@@ -294,6 +333,11 @@ impl ExecutionPlan for HostScan {
         } else {
             internal_err!("HostScan has no children")
         }
+    }
+
+    fn partition_statistics(&self, _partition: Option<usize>) -> Result<Arc<Statistics>> {
+        // One partition: the whole table's statistics are its partition's.
+        Ok(Arc::clone(&self.statistics))
     }
 
     fn execute(

@@ -2,17 +2,24 @@
 //! for a group of input rows; see [`crate::relational::reductions`] for how
 //! its cotangent reaches them. Which rows form a group is piecewise constant
 //! in the keys, like a condition; a key's value, shared by its group's rows,
-//! is differentiable like any output.
+//! is differentiable like any output. A key that is a parameter's column,
+//! grouped so that each group's rows come from one row of the parameter's
+//! table (`GROUP BY x.s, w.j, b.b` over `JOIN b ON w.j = b.j`), passes its
+//! cotangent to that row directly ([`crate::relational::lineage`] says
+//! where columns come from).
 
 use std::rc::Rc;
 
 use datafusion_common::{Column, Result};
 use datafusion_expr::logical_plan::Aggregate;
-use datafusion_expr::{Expr, LogicalPlanBuilder};
+use datafusion_expr::{Expr, LogicalPlan, LogicalPlanBuilder};
 
 use super::Op;
-use crate::relational::augment::{selected, Augmented, Bar, Layout};
+use crate::relational::augment::{
+    contribution_column, selected, Augmented, Bar, Layout, CONTRIBUTION,
+};
 use crate::relational::backprop::Backprop;
+use crate::relational::lineage::{Lineage, Source};
 use crate::relational::reductions::{spread, Reduced, Reduction, ReductionCall};
 use crate::relational::rule::{unsupported, Rule};
 use crate::relational::substitution::{reads_active, Substitution};
@@ -41,6 +48,68 @@ impl Op<'_, Aggregate> {
                 format!("`{expr}` is not an aggregate function call"),
             ),
         }
+    }
+}
+
+impl Op<'_, Aggregate> {
+    /// Group key `g`'s contributions `cot` passed straight to the
+    /// parameter's table the key comes from, when every group's rows come
+    /// from one row of that table: the key is the parameter's column passed
+    /// through, and each of the table's columns equals a group key in every
+    /// row. Each row of a group would get a share of the group's
+    /// contribution, and the shares would all meet again at that one row of
+    /// the table; so the group's contribution is that row's, and no join
+    /// back onto the group's rows is needed. Returns the parameter's
+    /// position and its contributions, or None where the key is not such.
+    fn key_at_group_level(
+        &self,
+        bp: &dyn Backprop,
+        lineage: &Lineage,
+        g: usize,
+        bar: &Bar,
+        cot: &Column,
+    ) -> Result<Option<(usize, LogicalPlan)>> {
+        let agg = self.op;
+        let schema = agg.input.schema();
+        let sources: Vec<Option<Source>> = agg
+            .group_expr
+            .iter()
+            .map(|e| match e.clone().unalias() {
+                Expr::Column(c) => schema
+                    .index_of_column(&c)
+                    .ok()
+                    .and_then(|j| lineage.source(j)),
+                _ => None,
+            })
+            .collect();
+        let Some(source) = sources[g] else {
+            return Ok(None);
+        };
+        let table = source.scan.source.schema();
+        let Some(k) = bp.parameters().iter().position(|p| {
+            p.is_scanned_by(source.scan) && table.index_of(p.column()).ok() == Some(source.column)
+        }) else {
+            return Ok(None);
+        };
+        let mut exprs = vec![];
+        for column in 0..table.fields().len() {
+            let here = Source {
+                scan: source.scan,
+                column,
+            };
+            let Some(key) = sources
+                .iter()
+                .position(|s| s.is_some_and(|s| lineage.equal(s, here)))
+            else {
+                return Ok(None);
+            };
+            exprs.push(Expr::Column(bar.aug.out[key].clone()).alias(contribution_column(column)));
+        }
+        exprs.push(Expr::Column(cot.clone()).alias(CONTRIBUTION));
+        let plan = LogicalPlanBuilder::from(bar.plan.clone())
+            .project(exprs)?
+            .build()?;
+        Ok(Some((k, plan)))
     }
 }
 
@@ -112,9 +181,14 @@ impl Rule for Op<'_, Aggregate> {
         let input = input.as_ref().clone();
         let substitution = Substitution::new(agg.input.schema(), &input.out);
         let groups = agg.group_expr.len();
+        let lineage = Lineage::of(&agg.input);
         let mut reduced = vec![];
         for (g, key) in agg.group_expr.iter().enumerate() {
             if let Some(cot) = bar.cot[g].clone() {
+                if let Some((k, plan)) = self.key_at_group_level(bp, &lineage, g, &bar, &cot)? {
+                    bp.contribute(k, plan);
+                    continue;
+                }
                 reduced.push(Reduced {
                     reduction: Reduction::Key,
                     arg: substitution.apply(&key.clone().unalias())?,
@@ -127,6 +201,9 @@ impl Rule for Op<'_, Aggregate> {
             if let Some(cot) = bar.cot[groups + i].clone() {
                 reduced.push(self.call(e)?.reduced(self.node, &substitution, cot)?);
             }
+        }
+        if reduced.is_empty() {
+            return Ok(vec![]);
         }
         let determining = determining_keys(agg);
         let input_keys = determining
