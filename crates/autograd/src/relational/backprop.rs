@@ -54,8 +54,10 @@ pub(crate) trait Backprop {
     /// the two sides' columns never meet.
     fn forward_apart(&self, node: &LogicalPlan) -> Result<Augmented>;
 
-    /// The augmented plan of `node`, the input of a reduction: computed once
-    /// and kept, since both the reduction and its reverse rule read it.
+    /// The augmented plan of `node`, the input of a reduction, which both the
+    /// reduction and its reverse rule read: computed once and kept, unless
+    /// its rows are computed from rows alone (see
+    /// [`super::staged::computed_again`]), which each reader computes again.
     fn reduced_input(&self, node: &LogicalPlan) -> Result<Augmented>;
 
     /// A relation read more than once: it becomes a stage, computed once,

@@ -15,7 +15,7 @@ use super::backprop::Backprop;
 use super::loss::reads_a_parameter;
 use super::operators;
 use super::parameter::Parameter;
-use super::staged::{stage_scan, Stage, Staged};
+use super::staged::{computed_again, stage_scan, Stage, Staged};
 use crate::options::AutogradOptions;
 
 /// Numbers the passes of this process, so that their stages' names never meet.
@@ -214,25 +214,26 @@ impl Backprop for Pass<'_> {
             return Ok(known.clone());
         }
         let augmented = self.forward(node)?;
-        let kept = Augmented {
-            plan: self.stage(augmented.plan.clone())?,
-            ..augmented
+        // Rows computed from rows alone (a join of tables) are computed
+        // again by each reader: kept, they would take as much memory as the
+        // join is large — the first layer of a network, 2,048 rows a sample.
+        let kept = if computed_again(&augmented.plan)? {
+            Augmented {
+                plan: selecting_its_columns(augmented.plan.clone())?,
+                ..augmented
+            }
+        } else {
+            Augmented {
+                plan: self.stage(augmented.plan.clone())?,
+                ..augmented
+            }
         };
         self.reduced.borrow_mut().insert(key, kept.clone());
         Ok(kept)
     }
 
     fn stage(&self, plan: LogicalPlan) -> Result<LogicalPlan> {
-        // A stage is also a SQL query, and a query selects its columns.
-        let plan = match plan {
-            LogicalPlan::Projection(_) => plan,
-            other => {
-                let columns = with_columns(&other, []);
-                datafusion_expr::LogicalPlanBuilder::from(other)
-                    .project(columns)?
-                    .build()?
-            }
-        };
+        let plan = selecting_its_columns(plan)?;
         let mut stages = self.stages.borrow_mut();
         let name = format!("__ag{}_s{}", self.pass, stages.len());
         let scan = stage_scan(&name, &plan)?;
@@ -242,5 +243,21 @@ impl Backprop for Pass<'_> {
 
     fn contribute(&self, k: usize, plan: LogicalPlan) {
         self.contributions.borrow_mut()[k].push(plan);
+    }
+}
+
+/// `plan` as a query that selects its columns by name, as a stage is one:
+/// printed as SQL it stands alone (a common table expression), where a join
+/// read as one side of another join would be printed into that join's
+/// `FROM` and its conditions read against the wrong relations.
+fn selecting_its_columns(plan: LogicalPlan) -> Result<LogicalPlan> {
+    match plan {
+        LogicalPlan::Projection(_) => Ok(plan),
+        other => {
+            let columns = with_columns(&other, []);
+            datafusion_expr::LogicalPlanBuilder::from(other)
+                .project(columns)?
+                .build()
+        }
     }
 }

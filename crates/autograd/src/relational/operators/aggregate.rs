@@ -139,8 +139,8 @@ impl Rule for Op<'_, Aggregate> {
         Ok(out)
     }
 
-    /// The aggregate over its input's augmented plan, which is kept: the
-    /// reverse rule reads it again.
+    /// The aggregate over its input's augmented plan, which the reverse rule
+    /// reads again (see [`Backprop::reduced_input`]).
     fn forward(&self, bp: &dyn Backprop) -> Result<Augmented> {
         let agg = self.op;
         let input = bp.reduced_input(&agg.input)?;
