@@ -234,9 +234,10 @@ def measure(case: Case, repeats: int, peer: "Peer | None", directory: Path) -> N
     if len(parameters) > 1:
         variants["one table"] = lambda: ag.gradient(ctx, case.loss, parameters[0]).to_pydict()
         variants["one pass per table"] = lambda: [ag.gradient(ctx, case.loss, p).to_pydict() for p in parameters]
+    # Read by the peer and by the processes that measure peak memory.
+    write_tables(case, directory)
     if peer is not None:
         query, parameter = peer.query(case)
-        write_tables(case, directory)
         peer.ask(load=str(directory), tables=list(case.tables), partitions=PARTITIONS)
         answer = peer.ask(rows=query)
         if "error" in answer:
@@ -246,7 +247,6 @@ def measure(case: Case, repeats: int, peer: "Peer | None", directory: Path) -> N
                 in_row_order(case, parameter, answer["columns"], "g"), reference[parameter])
             variants["ddx"] = lambda: peer.ask(time=query)
     case.timings = interleaved(variants, repeats)
-    write_tables(case, directory)
     case.memory = {what: peak_in_a_process_of_its_own(case, directory, what) for what in ("loss", "gradient")}
     if "ddx" in variants:
         fresh, _ = Peer.start()
