@@ -124,35 +124,65 @@ pub(crate) struct Reduced {
     pub cot: Column,
 }
 
+/// What [`spread`] gives: the contributions to the input's rows, and the
+/// contributions summed per group.
+pub(crate) struct Spread {
+    /// Contributions to the input's rows, if any reach them.
+    pub bar: Option<Bar>,
+    /// One row per group (a stage): its key columns `keys`, in the order of
+    /// the group key, and the sums `passed` of the columns asked to be passed.
+    pub groups: LogicalPlan,
+    pub keys: Vec<Column>,
+    pub passed: Vec<Column>,
+}
+
+/// The reducing node's contributions, as [`spread`] reads them: `bar`, whose
+/// group key is `keys`; and columns of it to sum per group as they are.
+pub(crate) struct Grouped<'a> {
+    pub bar: &'a Bar,
+    pub keys: Vec<Expr>,
+    pub passed: &'a [Column],
+}
+
 /// Contributions to the input's rows from contributions to the reductions.
 ///
 /// `input` is the input's augmented plan and `input_keys` the group (or
-/// partition) key over it; `bar` holds the reducing node's contributions,
-/// whose group key is `bar_keys`. Contributions are summed per group, joined
-/// back onto every input row of the group, and taken through each argument's
-/// derivative. Rows a reduction does not count get no contribution from it.
+/// partition) key over it; `grouped` holds the reducing node's
+/// contributions. Contributions are summed per group, joined back onto every
+/// input row of the group, and taken through each argument's derivative.
+/// Rows a reduction does not count get no contribution from it. The columns
+/// `grouped.passed` are summed per group with them, for a caller that takes
+/// them on at the level of groups: the contributions are then read once.
 pub(crate) fn spread(
     bp: &dyn Backprop,
     input: Augmented,
     input_active: &[bool],
     input_keys: Vec<Expr>,
-    bar: &Bar,
-    bar_keys: Vec<Expr>,
+    grouped: Grouped,
     reduced: Vec<Reduced>,
-) -> Result<Option<Bar>> {
+) -> Result<Spread> {
+    let Grouped {
+        bar,
+        keys: bar_keys,
+        passed,
+    } = grouped;
     // Per group: the summed contributions.
     let keys: Vec<Column> = bar_keys.iter().map(|_| bp.fresh("key")).collect();
     let totals: Vec<Column> = reduced.iter().map(|_| bp.fresh("total")).collect();
+    let passed_totals: Vec<Column> = passed.iter().map(|_| bp.fresh("total")).collect();
+    let sums = reduced
+        .iter()
+        .map(|r| &r.cot)
+        .chain(passed)
+        .zip(totals.iter().chain(&passed_totals))
+        .map(|(cot, total)| sum(Expr::Column(cot.clone())).alias(total.name.clone()));
     let groups = LogicalPlanBuilder::from(bar.plan.clone())
         .aggregate(
             bar_keys
                 .into_iter()
                 .zip(&keys)
                 .map(|(e, k)| e.alias(k.name.clone())),
-            reduced
-                .iter()
-                .zip(&totals)
-                .map(|(r, total)| sum(Expr::Column(r.cot.clone())).alias(total.name.clone())),
+            sums,
         )?
         .build()?;
     // Per group, over the input rows: how many rows an AVG counts and how
@@ -214,6 +244,7 @@ pub(crate) fn spread(
             NullEquality::NullEqualsNull,
         )?
     })?;
+    let groups_read = groups.clone();
     let on = keys
         .iter()
         .map(|k| Expr::Column(k.clone()))
@@ -279,16 +310,23 @@ pub(crate) fn spread(
         }
     }
     let (cot, added) = pull_back(bp, &input, input_active, &pairs, joined.schema())?;
-    if added.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(Bar {
-        plan: LogicalPlanBuilder::from(joined)
-            .project(with_columns(&input.plan, added))?
-            .build()?,
-        aug: input,
-        cot,
-    }))
+    let bar = if added.is_empty() {
+        None
+    } else {
+        Some(Bar {
+            plan: LogicalPlanBuilder::from(joined)
+                .project(with_columns(&input.plan, added))?
+                .build()?,
+            aug: input,
+            cot,
+        })
+    };
+    Ok(Spread {
+        bar,
+        groups: groups_read,
+        keys,
+        passed: passed_totals,
+    })
 }
 
 /// How a reduction's total is shared among the rows of its group.

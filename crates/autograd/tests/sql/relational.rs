@@ -332,6 +332,15 @@ const LOSSES: &[Case] = &[
         "b",
         "k",
     ),
+    // ... with the group's sum reading the parameter too: the key's
+    // contributions are summed per group with the sum's
+    (
+        "SELECT SUM(h * h) FROM (SELECT x.s, m.k, tanh(SUM(x.v * m.w * b.b) + b.b) AS h \
+         FROM x JOIN m ON x.i = m.i JOIN b ON m.k = b.k GROUP BY x.s, m.k, b.b) q",
+        "b",
+        "b",
+        "k",
+    ),
     // ... not so: b.k is no key, so the groups' rows are visited
     (
         "SELECT SUM(z * z) FROM (SELECT b.b, SUM(x.v) * b.b AS z FROM x CROSS JOIN b \

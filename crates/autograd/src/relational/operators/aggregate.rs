@@ -20,7 +20,7 @@ use crate::relational::augment::{
 };
 use crate::relational::backprop::Backprop;
 use crate::relational::lineage::{Lineage, Source};
-use crate::relational::reductions::{spread, Reduced, Reduction, ReductionCall};
+use crate::relational::reductions::{spread, Grouped, Reduced, Reduction, ReductionCall};
 use crate::relational::rule::{unsupported, Rule};
 use crate::relational::substitution::{reads_active, Substitution};
 
@@ -51,24 +51,53 @@ impl Op<'_, Aggregate> {
     }
 }
 
+/// A group key whose contributions go straight to the row of a parameter's
+/// table that its group comes from (see [`Op::key_at_group_level`]).
+struct KeyOfRow {
+    /// The parameter's position.
+    parameter: usize,
+    /// For each column of the parameter's table, the group key equal to it.
+    keys: Vec<usize>,
+    /// The key's contributions, in the aggregate's contributions.
+    cot: Column,
+}
+
+impl KeyOfRow {
+    /// The contributions, from `plan`, in which group key `g` is `column(g)`
+    /// and the contributions are `cot`, as rows of the parameter's table.
+    fn contributions(
+        &self,
+        plan: LogicalPlan,
+        column: impl Fn(usize) -> Column,
+        cot: Column,
+    ) -> Result<LogicalPlan> {
+        let mut exprs: Vec<Expr> = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(c, &g)| Expr::Column(column(g)).alias(contribution_column(c)))
+            .collect();
+        exprs.push(Expr::Column(cot).alias(CONTRIBUTION));
+        LogicalPlanBuilder::from(plan).project(exprs)?.build()
+    }
+}
+
 impl Op<'_, Aggregate> {
-    /// Group key `g`'s contributions `cot` passed straight to the
-    /// parameter's table the key comes from, when every group's rows come
-    /// from one row of that table: the key is the parameter's column passed
-    /// through, and each of the table's columns equals a group key in every
-    /// row. Each row of a group would get a share of the group's
-    /// contribution, and the shares would all meet again at that one row of
-    /// the table; so the group's contribution is that row's, and no join
-    /// back onto the group's rows is needed. Returns the parameter's
-    /// position and its contributions, or None where the key is not such.
+    /// Group key `g`, with contributions `cot`, when they can be passed
+    /// straight to the parameter's table the key comes from: every group's
+    /// rows come from one row of that table, the key is the parameter's
+    /// column passed through, and each of the table's columns equals a group
+    /// key in every row. Each row of a group would get a share of the
+    /// group's contribution, and the shares would all meet again at that one
+    /// row of the table; so the group's contribution is that row's, and no
+    /// join back onto the group's rows is needed.
     fn key_at_group_level(
         &self,
         bp: &dyn Backprop,
         lineage: &Lineage,
         g: usize,
-        bar: &Bar,
         cot: &Column,
-    ) -> Result<Option<(usize, LogicalPlan)>> {
+    ) -> Option<KeyOfRow> {
         let agg = self.op;
         let schema = agg.input.schema();
         let sources: Vec<Option<Source>> = agg
@@ -82,34 +111,27 @@ impl Op<'_, Aggregate> {
                 _ => None,
             })
             .collect();
-        let Some(source) = sources[g] else {
-            return Ok(None);
-        };
+        let source = sources[g]?;
         let table = source.scan.source.schema();
-        let Some(k) = bp.parameters().iter().position(|p| {
+        let parameter = bp.parameters().iter().position(|p| {
             p.is_scanned_by(source.scan) && table.index_of(p.column()).ok() == Some(source.column)
-        }) else {
-            return Ok(None);
-        };
-        let mut exprs = vec![];
-        for column in 0..table.fields().len() {
-            let here = Source {
-                scan: source.scan,
-                column,
-            };
-            let Some(key) = sources
-                .iter()
-                .position(|s| s.is_some_and(|s| lineage.equal(s, here)))
-            else {
-                return Ok(None);
-            };
-            exprs.push(Expr::Column(bar.aug.out[key].clone()).alias(contribution_column(column)));
-        }
-        exprs.push(Expr::Column(cot.clone()).alias(CONTRIBUTION));
-        let plan = LogicalPlanBuilder::from(bar.plan.clone())
-            .project(exprs)?
-            .build()?;
-        Ok(Some((k, plan)))
+        })?;
+        let keys = (0..table.fields().len())
+            .map(|column| {
+                let here = Source {
+                    scan: source.scan,
+                    column,
+                };
+                sources
+                    .iter()
+                    .position(|s| s.is_some_and(|s| lineage.equal(s, here)))
+            })
+            .collect::<Option<Vec<usize>>>()?;
+        Some(KeyOfRow {
+            parameter,
+            keys,
+            cot: cot.clone(),
+        })
     }
 }
 
@@ -183,10 +205,11 @@ impl Rule for Op<'_, Aggregate> {
         let groups = agg.group_expr.len();
         let lineage = Lineage::of(&agg.input);
         let mut reduced = vec![];
+        let mut of_rows = vec![];
         for (g, key) in agg.group_expr.iter().enumerate() {
             if let Some(cot) = bar.cot[g].clone() {
-                if let Some((k, plan)) = self.key_at_group_level(bp, &lineage, g, &bar, &cot)? {
-                    bp.contribute(k, plan);
+                if let Some(of_row) = self.key_at_group_level(bp, &lineage, g, &cot) {
+                    of_rows.push(of_row);
                     continue;
                 }
                 reduced.push(Reduced {
@@ -202,10 +225,25 @@ impl Rule for Op<'_, Aggregate> {
                 reduced.push(self.call(e)?.reduced(self.node, &substitution, cot)?);
             }
         }
+        let determining = determining_keys(agg);
+        // Keys passed to their rows: from the groups' sums that the
+        // reductions take anyway, where those are keyed by the columns the
+        // table's rows are matched on, so that the contributions are read
+        // once; otherwise from the contributions themselves.
+        let (summed, read): (Vec<KeyOfRow>, Vec<KeyOfRow>) = of_rows
+            .into_iter()
+            .partition(|k| !reduced.is_empty() && k.keys.iter().all(|g| determining.contains(g)));
+        for of_row in read {
+            let plan = of_row.contributions(
+                bar.plan.clone(),
+                |g| bar.aug.out[g].clone(),
+                of_row.cot.clone(),
+            )?;
+            bp.contribute(of_row.parameter, plan);
+        }
         if reduced.is_empty() {
             return Ok(vec![]);
         }
-        let determining = determining_keys(agg);
         let input_keys = determining
             .iter()
             .map(|&g| substitution.apply(&agg.group_expr[g].clone().unalias()))
@@ -215,8 +253,28 @@ impl Rule for Op<'_, Aggregate> {
             .map(|&g| Expr::Column(bar.aug.out[g].clone()))
             .collect();
         let active = bp.active(&agg.input)?;
-        let spread = spread(bp, input, &active, input_keys, &bar, bar_keys, reduced)?;
-        Ok(spread.map(|b| vec![(0, b)]).unwrap_or_default())
+        let passed: Vec<Column> = summed.iter().map(|k| k.cot.clone()).collect();
+        let spread = spread(
+            bp,
+            input,
+            &active,
+            input_keys,
+            Grouped {
+                bar: &bar,
+                keys: bar_keys,
+                passed: &passed,
+            },
+            reduced,
+        )?;
+        for (of_row, total) in summed.iter().zip(&spread.passed) {
+            let key = |g: usize| {
+                let at = determining.iter().position(|&d| d == g);
+                spread.keys[at.expect("summed keys are determining")].clone()
+            };
+            let plan = of_row.contributions(spread.groups.clone(), key, total.clone())?;
+            bp.contribute(of_row.parameter, plan);
+        }
+        Ok(spread.bar.map(|b| vec![(0, b)]).unwrap_or_default())
     }
 }
 

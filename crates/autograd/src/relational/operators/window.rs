@@ -17,7 +17,7 @@ use datafusion_expr::{lit, Expr, LogicalPlanBuilder, WindowFrameBound, WindowFun
 use super::Op;
 use crate::relational::augment::{selected, with_columns, Augmented, Bar, Layout};
 use crate::relational::backprop::Backprop;
-use crate::relational::reductions::{spread, ReductionCall};
+use crate::relational::reductions::{spread, Grouped, ReductionCall};
 use crate::relational::rule::{unsupported, Rule};
 use crate::relational::substitution::{reads_active, Substitution};
 
@@ -155,17 +155,19 @@ impl Rule for Op<'_, Window> {
                 .map(|p| substitution.apply(p))
                 .collect::<Result<Vec<_>>>()?;
             // The input's rows again: every row of a partition gets its share.
-            if let Some(spread) = spread(
+            let spread = spread(
                 bp,
                 input.clone(),
                 &active,
                 keys.clone(),
-                &bar,
-                keys,
+                Grouped {
+                    bar: &bar,
+                    keys,
+                    passed: &[],
+                },
                 vec![reduced],
-            )? {
-                bars.push(spread);
-            }
+            )?;
+            bars.extend(spread.bar);
         }
         Ok(merge(bp, bars)?.map(|b| vec![(0, b)]).unwrap_or_default())
     }
