@@ -19,7 +19,7 @@ use datafusion::physical_plan::{
 use datafusion_common::arrow::array::RecordBatch;
 use datafusion_common::arrow::datatypes::SchemaRef;
 use datafusion_common::tree_node::{Transformed, TreeNode};
-use datafusion_common::{DataFusionError, Result};
+use datafusion_common::{DataFusionError, Result, Statistics};
 use datafusion_expr::{Expr, LogicalPlan, TableScan, TableType};
 use futures::future::{BoxFuture, Shared};
 use futures::{stream, FutureExt, StreamExt, TryStreamExt};
@@ -163,6 +163,13 @@ pub(crate) struct StageExec {
     slot: Arc<StageSlot>,
     projection: Option<Vec<usize>>,
     properties: Arc<PlanProperties>,
+    /// What the stage's own plan estimates of its rows, as inexact: the
+    /// planner then weighs a stage against the relations it is joined with
+    /// by the same estimates. Without any, a stage joined with a relation
+    /// the planner thinks small (a join of tables it takes for a lookup)
+    /// would be put on the probe side, and that relation, however large in
+    /// fact, collected into the hash table.
+    statistics: Arc<Statistics>,
 }
 
 impl StageExec {
@@ -179,10 +186,14 @@ impl StageExec {
             EmissionType::Final,
             Boundedness::Bounded,
         );
+        let statistics = Arc::unwrap_or_clone(slot.plan.partition_statistics(None)?)
+            .to_inexact()
+            .project(projection.as_ref());
         Ok(Self {
             slot,
             projection,
             properties: Arc::new(properties),
+            statistics: Arc::new(statistics),
         })
     }
 }
@@ -218,6 +229,13 @@ impl ExecutionPlan for StageExec {
             Ok(self)
         } else {
             datafusion_common::internal_err!("StageExec has no children")
+        }
+    }
+
+    fn partition_statistics(&self, partition: Option<usize>) -> Result<Arc<Statistics>> {
+        match partition {
+            None => Ok(Arc::clone(&self.statistics)),
+            Some(_) => Ok(Arc::new(Statistics::new_unknown(&self.schema()))),
         }
     }
 

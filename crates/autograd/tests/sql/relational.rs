@@ -406,6 +406,39 @@ async fn linear_regression_matches_its_closed_form() {
     }
 }
 
+/// The join of a reduction's contributions back onto its input's rows
+/// builds its hash table of the groups, never of the input: the input, a
+/// join of tables computed again, is as large as the loss's data, and the
+/// planner's estimate of it from the tables' row counts (`x.i` taken for
+/// unique) is a few rows.
+#[tokio::test]
+async fn the_join_back_onto_a_reductions_input_builds_on_the_groups() {
+    let ctx = context_with(2);
+    problem(&ctx, 7).await;
+    let (loss, ..) = LOSSES[3];
+    let sql = format!(
+        "EXPLAIN SELECT * FROM gradient('{}', 'w.w')",
+        loss.replace('\'', "''")
+    );
+    let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string();
+    let joins: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("HashJoinExec"))
+        .collect();
+    let back = joins
+        .iter()
+        .find(|l| l.contains("__ag_key") && !l.contains("join_type=Left"))
+        .unwrap_or_else(|| panic!("no join back onto the input's rows in\n{text}"));
+    let build = back.split("on=[(").nth(1).unwrap_or_default();
+    assert!(
+        build.starts_with("__ag_key"),
+        "the join back builds on the input's rows:\n{text}"
+    );
+}
+
 #[tokio::test]
 async fn same_gradient_at_one_and_eight_partitions() {
     let mut results = vec![];
