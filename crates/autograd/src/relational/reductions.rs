@@ -244,7 +244,6 @@ pub(crate) fn spread(
             NullEquality::NullEqualsNull,
         )?
     })?;
-    let groups_read = groups.clone();
     let on = keys
         .iter()
         .map(|k| Expr::Column(k.clone()))
@@ -254,7 +253,7 @@ pub(crate) fn spread(
     // hash join builds (and a cross join collects) when the planner knows
     // neither side's size, as it does not for a stage.
     let joined = join(
-        groups,
+        groups.clone(),
         input.plan.clone(),
         on,
         None,
@@ -323,7 +322,7 @@ pub(crate) fn spread(
     };
     Ok(Spread {
         bar,
-        groups: groups_read,
+        groups,
         keys,
         passed: passed_totals,
     })
