@@ -123,6 +123,41 @@ def test_softmax_regression_closed_form(regression):
     np.testing.assert_allclose(gradient_of(ctx, SOFTMAX, "b.b", "k")["grad"], delta.sum(axis=0), rtol=1e-10)
 
 
+def test_each_table_is_looked_up_once_per_gradient(regression):
+    """Planning asks the host for a table at every scan of it; each answer is a
+    call into Python, and a table's size a query of the host's planner, so the
+    engine asks once per name."""
+    from collections import Counter
+
+    from datafusion_autograd._native import gradients
+    from datafusion_autograd.tables import catalog, fetcher
+
+    ctx = regression_context(regression)
+    relations, fetch = catalog(ctx), fetcher(ctx)
+    asked: Counter = Counter()
+    fetched: Counter = Counter()
+
+    def counted_relation(name):
+        asked[name] += 1
+        return relations(name)
+
+    def counted_fetch(name):
+        fetched[name] += 1
+        return fetch(name)
+
+    (table,) = gradients(SOFTMAX, ["m.w"], counted_relation, counted_fetch)
+    assert asked and fetched
+    assert max(asked.values()) == 1, asked
+    assert max(fetched.values()) == 1, fetched
+    x, m, b = regression["x"], regression["m"], regression["b"]
+    z = x @ m + b
+    p = np.exp(z - z.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    delta = (p - np.eye(CLASSES)[regression["label"]]) / SAMPLES
+    got = ctx.read_table(table).sort(col("i"), col("k")).to_pydict()["grad"]
+    np.testing.assert_allclose(np.reshape(got, (FEATURES, CLASSES)), x.T @ delta, rtol=1e-10)
+
+
 def test_mlp_gradient_equals_backpropagation():
     """The digits network's backward statement — grad over its loss CTE, by four tables —
     against numpy's hand-derived backward pass, and against ag.gradients of the same loss."""

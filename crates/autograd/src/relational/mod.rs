@@ -89,7 +89,9 @@ pub fn gradients(
 ) -> Result<Staged> {
     with_room(|| {
         let loss = loss::normalize(loss, parameters, options)?;
-        Pass::new(parameters, options).differentiate(&loss)
+        Pass::new(parameters, options)
+            .differentiate(&loss)?
+            .read_once_inlined()
     })
 }
 
@@ -126,10 +128,11 @@ pub fn hvp(
         let result = LogicalPlanBuilder::from(result.clone())
             .project(exprs)?
             .build()?;
-        Ok(Staged {
+        Staged {
             stages: dual.stages,
             results: vec![result],
-        })
+        }
+        .read_once_inlined()
     })
 }
 
@@ -166,9 +169,10 @@ pub fn jvp(
         let result = LogicalPlanBuilder::from(result.clone())
             .project(exprs)?
             .build()?;
-        Ok(Staged {
+        Staged {
             stages: dual.stages,
             results: vec![result],
-        })
+        }
+        .read_once_inlined()
     })
 }

@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion_common::arrow::datatypes::SchemaRef;
-use datafusion_common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion_common::tree_node::{Transformed, TreeNodeRecursion};
 use datafusion_common::{Result, TableReference};
 use datafusion_expr::{LogicalPlan, LogicalPlanBuilder, TableScan, TableSource, TableType};
 
@@ -99,6 +99,47 @@ impl Staged {
         replace_stages(&self.results[k], &inlined)
     }
 
+    /// The same gradients with every stage that one scan reads written out
+    /// where it is read, and every stage that none reads left out. A stage
+    /// exists so that what several readers read is computed once; read once,
+    /// keeping it only adds a plan to plan, a barrier at which its rows wait
+    /// whole, and the memory that holds them.
+    pub(crate) fn read_once_inlined(self) -> Result<Staged> {
+        let mut reads: HashMap<String, usize> = HashMap::new();
+        for result in &self.results {
+            count_reads(result, &mut reads)?;
+        }
+        // From the last stage back: a stage's readers all come after it, so
+        // its reads are known when it is reached; one that is left out reads
+        // nothing.
+        for stage in self.stages.iter().rev() {
+            if reads.get(&stage.name).copied().unwrap_or(0) > 0 {
+                count_reads(&stage.plan, &mut reads)?;
+            }
+        }
+        let mut inlined: HashMap<&str, LogicalPlan> = HashMap::new();
+        let mut stages = vec![];
+        for stage in &self.stages {
+            let plan = replace_stages(&stage.plan, &inlined)?;
+            match reads.get(&stage.name).copied().unwrap_or(0) {
+                0 => {}
+                1 => {
+                    inlined.insert(stage.name.as_str(), plan);
+                }
+                _ => stages.push(Stage {
+                    name: stage.name.clone(),
+                    plan,
+                }),
+            }
+        }
+        let results = self
+            .results
+            .iter()
+            .map(|result| replace_stages(result, &inlined))
+            .collect::<Result<_>>()?;
+        Ok(Staged { stages, results })
+    }
+
     /// The same plans with every scan of a table (not of a stage) reading
     /// the source `sources` gives for it, where it gives one: for a host
     /// whose tables the loss was planned against by their schemas alone.
@@ -143,17 +184,31 @@ impl Staged {
     }
 }
 
-/// `plan` with every scan of a stage replaced by `stages`' plan for it.
+/// Adds to `reads` the scans of each stage in `plan`.
+fn count_reads(plan: &LogicalPlan, reads: &mut HashMap<String, usize>) -> Result<()> {
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            if let Some(stage) = StageSource::of(&scan.source) {
+                *reads.entry(stage.name().to_string()).or_default() += 1;
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(())
+}
+
+/// `plan` with every scan of a stage in `stages` replaced by its plan there.
 fn replace_stages(plan: &LogicalPlan, stages: &HashMap<&str, LogicalPlan>) -> Result<LogicalPlan> {
     plan.clone()
-        .transform_up(|node| {
+        .transform_up_with_subqueries(|node| {
             let LogicalPlan::TableScan(scan) = &node else {
                 return Ok(Transformed::no(node));
             };
-            let Some(stage) = StageSource::of(&scan.source) else {
+            let Some(body) = StageSource::of(&scan.source).and_then(|s| stages.get(s.name()))
+            else {
                 return Ok(Transformed::no(node));
             };
-            let body = stages[stage.name()].clone();
+            let body = body.clone();
             let mut builder = LogicalPlanBuilder::from(body).alias(scan.table_name.clone())?;
             if let Some(projection) = &scan.projection {
                 builder = builder.select(projection.iter().copied())?;

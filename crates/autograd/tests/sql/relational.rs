@@ -439,6 +439,50 @@ async fn the_join_back_onto_a_reductions_input_builds_on_the_groups() {
     );
 }
 
+/// A stage is kept only where several plans read it: one read once is
+/// written out where it is read.
+#[tokio::test]
+async fn every_stage_is_read_more_than_once() {
+    use datafusion_autograd::relational::{gradient, Parameter, StageSource};
+    use datafusion_common::tree_node::TreeNodeRecursion;
+    let ctx = context_with(2);
+    problem(&ctx, 7).await;
+    create_views(&ctx).await;
+    let state = ctx.state();
+    for (loss, table, col, _) in LOSSES {
+        let plan = state.create_logical_plan(loss).await.unwrap();
+        let plan = state
+            .analyzer()
+            .execute_and_check(plan, state.config_options(), |_, _| {})
+            .unwrap();
+        let provider = ctx.table_provider(*table).await.unwrap();
+        let source = datafusion::datasource::provider_as_source(provider);
+        let parameter = Parameter::new((*table).into(), *col, source, "datafusion", "public");
+        let staged = gradient(&plan, &parameter.unwrap(), &Default::default()).unwrap();
+        let mut reads = std::collections::HashMap::new();
+        let plans = staged.stages.iter().map(|s| &s.plan).chain(&staged.results);
+        for plan in plans {
+            plan.apply_with_subqueries(|node| {
+                if let datafusion_expr::LogicalPlan::TableScan(scan) = node {
+                    if let Some(stage) = StageSource::of(&scan.source) {
+                        *reads.entry(stage.name().to_string()).or_insert(0) += 1;
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+            .unwrap();
+        }
+        for stage in &staged.stages {
+            let n = reads.get(&stage.name).copied().unwrap_or(0);
+            assert!(
+                n > 1,
+                "{loss}: the stage {} is read {n} time(s)",
+                stage.name
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn same_gradient_at_one_and_eight_partitions() {
     let mut results = vec![];

@@ -9,7 +9,7 @@ use datafusion_common::Result;
 use datafusion_common::TableReference;
 use pyo3::prelude::*;
 
-use crate::{engine, options, relation};
+use crate::{engine, options, HostRelations};
 
 /// The gradient of the loss query with respect to `wrt` ("table.column") as
 /// statements for the engine `dialect`: `(setup, query, cleanup)`, run in
@@ -66,7 +66,8 @@ fn written_for(
     max_derivative_nodes: Option<usize>,
     write: impl FnOnce(Dialect, Catalog, &AutogradOptions) -> Result<EngineStatements>,
 ) -> PyResult<Statements> {
-    let catalog = |table: &TableReference| relation(Some(tables), table);
+    let relations = HostRelations::new(Some(tables));
+    let catalog = |table: &TableReference| relations.get(table);
     let options = options(max_derivative_nodes);
     engine(what, || {
         let statements = write(dialect.parse()?, &catalog, &options)?;

@@ -2,6 +2,8 @@
 //! that the host registers or reads, computed in this library when the
 //! host's query runs.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -15,7 +17,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyCapsule;
 
 use crate::host::{export, HostTable, HostTableSize};
-use crate::{engine, options, relation};
+use crate::{engine, options, HostRelations};
 
 /// A gradient as a table a `SessionContext` of PyPI `datafusion` can
 /// register or read: every row of the parameter's table, all its columns,
@@ -52,22 +54,19 @@ impl Gradient {
 /// sharing one computation of the stages.
 fn gradient_tables(
     staged: &Staged,
-    catalog: &Bound<'_, PyAny>,
+    catalog: &HostRelations,
     fetch: &Arc<Py<PyAny>>,
 ) -> Result<Vec<Gradient>> {
+    // One source per table, however many scans read it: finding it asks the
+    // host's planner for the table's size.
+    let found: RefCell<HashMap<TableReference, Option<Arc<dyn TableSource>>>> = RefCell::default();
     let sources = |table: &TableReference| -> Result<Option<Arc<dyn TableSource>>> {
-        let Some(Relation::Table(schema)) = relation(Some(catalog), table)? else {
-            return Ok(None);
-        };
-        let (rows, size) = Python::attach(|py| {
-            let found = fetch.bind(py).call1((table.to_string(),))?;
-            let (rows, size): (Bound<'_, PyAny>, Option<(usize, usize, bool)>) = found.extract()?;
-            PyResult::Ok((rows.unbind(), size))
-        })
-        .map_err(|e| plan_datafusion_err!("looking up the table {table}: {e}"))?;
-        let size = size.map(|(rows, bytes, exact)| HostTableSize { rows, bytes, exact });
-        let host = HostTable::new(table.to_string(), schema, rows, size);
-        Ok(Some(provider_as_source(Arc::new(host))))
+        if let Some(source) = found.borrow().get(table) {
+            return Ok(source.clone());
+        }
+        let source = host_source(table, catalog, fetch)?;
+        found.borrow_mut().insert(table.clone(), source.clone());
+        Ok(source)
     };
     let staged = Arc::new(staged.with_sources(&sources)?);
     Ok(GradientTable::sharing(staged)
@@ -76,6 +75,27 @@ fn gradient_tables(
             table: Arc::new(table),
         })
         .collect())
+}
+
+/// The host's table `table`, read through `fetch`; None for a view or an
+/// unknown name.
+fn host_source(
+    table: &TableReference,
+    catalog: &HostRelations,
+    fetch: &Arc<Py<PyAny>>,
+) -> Result<Option<Arc<dyn TableSource>>> {
+    let Some(Relation::Table(schema)) = catalog.get(table)? else {
+        return Ok(None);
+    };
+    let (rows, size) = Python::attach(|py| {
+        let found = fetch.bind(py).call1((table.to_string(),))?;
+        let (rows, size): (Bound<'_, PyAny>, Option<(usize, usize, bool)>) = found.extract()?;
+        PyResult::Ok((rows.unbind(), size))
+    })
+    .map_err(|e| plan_datafusion_err!("looking up the table {table}: {e}"))?;
+    let size = size.map(|(rows, bytes, exact)| HostTableSize { rows, bytes, exact });
+    let host = HostTable::new(table.to_string(), schema, rows, size);
+    Ok(Some(provider_as_source(Arc::new(host))))
 }
 
 /// The gradients of the loss query with respect to each `"<table>.<column>"`
@@ -92,13 +112,14 @@ pub(crate) fn gradients(
     fetch: Py<PyAny>,
     max_derivative_nodes: Option<usize>,
 ) -> PyResult<Vec<Gradient>> {
-    let catalog = |table: &TableReference| relation(Some(&tables), table);
+    let relations = HostRelations::new(Some(&tables));
+    let catalog = |table: &TableReference| relations.get(table);
     let options = options(max_derivative_nodes);
     let fetch = Arc::new(fetch);
     engine("gradients", || {
         let wrt: Vec<&str> = wrt.iter().map(String::as_str).collect();
         let staged = plan_gradients(loss, &wrt, &catalog, &options)?;
-        gradient_tables(&staged, &tables, &fetch)
+        gradient_tables(&staged, &relations, &fetch)
     })
 }
 
@@ -118,11 +139,12 @@ pub(crate) fn bridge_sql(
     fetch: Py<PyAny>,
     max_derivative_nodes: Option<usize>,
 ) -> PyResult<(String, Vec<(String, Gradient)>)> {
-    let catalog = |table: &TableReference| relation(Some(&tables), table);
+    let relations = HostRelations::new(Some(&tables));
+    let catalog = |table: &TableReference| relations.get(table);
     let options = options(max_derivative_nodes);
     let fetch = Arc::new(fetch);
     let mut host = Host {
-        catalog: &tables,
+        catalog: &relations,
         fetch: &fetch,
         registered: vec![],
         bound: vec![],
@@ -138,7 +160,7 @@ type Tables = Vec<Arc<dyn TableProvider>>;
 
 /// The gradients of one statement, as the host will read them.
 struct Host<'a, 'py> {
-    catalog: &'a Bound<'py, PyAny>,
+    catalog: &'a HostRelations<'a, 'py>,
     fetch: &'a Arc<Py<PyAny>>,
     registered: Vec<(String, Gradient)>,
     /// Each pass's tables, by the pass, so that its results share it.
@@ -185,7 +207,8 @@ pub(crate) fn hvp(
     fetch: Py<PyAny>,
     max_derivative_nodes: Option<usize>,
 ) -> PyResult<Gradient> {
-    let catalog = |table: &TableReference| relation(Some(&tables), table);
+    let relations = HostRelations::new(Some(&tables));
+    let catalog = |table: &TableReference| relations.get(table);
     let options = options(max_derivative_nodes);
     let fetch = Arc::new(fetch);
     let along = match tangent.extract::<f64>() {
@@ -194,7 +217,7 @@ pub(crate) fn hvp(
     };
     engine("hvp", || {
         let staged = plan_hvp(loss, wrt, &along, &catalog, &options)?;
-        let mut tables = gradient_tables(&staged, &tables, &fetch)?;
+        let mut tables = gradient_tables(&staged, &relations, &fetch)?;
         Ok(tables.remove(0))
     })
 }

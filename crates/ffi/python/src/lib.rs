@@ -18,6 +18,8 @@ use datafusion_autograd_ffi::codec::{expr_from_bytes, expr_to_bytes};
 use datafusion_autograd_ffi::nesting::nesting;
 use datafusion_autograd_ffi::panics::catch_panic;
 use datafusion_autograd_ffi::FFI_SimplifyingScalarUDF;
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use datafusion_common::arrow::datatypes::Schema;
@@ -260,7 +262,8 @@ fn rewrite_sql(
     tables: Option<Bound<'_, PyAny>>,
     max_derivative_nodes: Option<usize>,
 ) -> PyResult<String> {
-    let catalog = |table: &TableReference| relation(tables.as_ref(), table);
+    let relations = HostRelations::new(tables.as_ref());
+    let catalog = |table: &TableReference| relations.get(table);
     let options = options(max_derivative_nodes);
     engine("rewrite_sql", || {
         datafusion_autograd::rewrite_sql(sql, &catalog, &options)
@@ -278,43 +281,70 @@ fn gradient_sql(
     tables: Bound<'_, PyAny>,
     max_derivative_nodes: Option<usize>,
 ) -> PyResult<String> {
-    let catalog = |table: &TableReference| relation(Some(&tables), table);
+    let relations = HostRelations::new(Some(&tables));
+    let catalog = |table: &TableReference| relations.get(table);
     let options = options(max_derivative_nodes);
     engine("gradient_sql", || {
         datafusion_autograd::gradient_sql(loss, wrt, &catalog, &options)
     })
 }
 
-/// What `tables` gives for `table`: a view's SQL text (a `str`), or a
-/// table's schema (anything with `__arrow_c_schema__`, read through the
-/// Arrow C data interface).
-pub(crate) fn relation(
-    tables: Option<&Bound<'_, PyAny>>,
-    table: &TableReference,
-) -> datafusion_common::Result<Option<Relation>> {
-    let Some(tables) = tables else {
-        return Ok(None);
-    };
-    let failed = |e: PyErr| plan_datafusion_err!("reading the schema of table {table}: {e}");
-    let found = tables.call1((table.to_string(),)).map_err(failed)?;
-    if found.is_none() {
-        return Ok(None);
+/// The relations a Python function `tables(name)` gives — a view's SQL text
+/// (a `str`), a table's schema (anything with `__arrow_c_schema__`, read
+/// through the Arrow C data interface), or None — each name asked once:
+/// planning asks at every scan of a table, and each answer is a call into
+/// Python.
+pub(crate) struct HostRelations<'a, 'py> {
+    tables: Option<&'a Bound<'py, PyAny>>,
+    known: RefCell<HashMap<TableReference, Option<Relation>>>,
+}
+
+impl<'a, 'py> HostRelations<'a, 'py> {
+    pub(crate) fn new(tables: Option<&'a Bound<'py, PyAny>>) -> Self {
+        Self {
+            tables,
+            known: RefCell::default(),
+        }
     }
-    if let Ok(view) = found.extract::<String>() {
-        return Ok(Some(Relation::View(view)));
+
+    /// What `tables` gives for `table`.
+    pub(crate) fn get(
+        &self,
+        table: &TableReference,
+    ) -> datafusion_common::Result<Option<Relation>> {
+        if let Some(known) = self.known.borrow().get(table) {
+            return Ok(known.clone());
+        }
+        let found = self.ask(table)?;
+        self.known.borrow_mut().insert(table.clone(), found.clone());
+        Ok(found)
     }
-    let capsule = found
-        .call_method0("__arrow_c_schema__")
-        .map_err(failed)?
-        .cast_into::<PyCapsule>()
-        .map_err(|e| failed(e.into()))?;
-    let pointer = capsule
-        .pointer_checked(Some(c"arrow_schema"))
-        .map_err(failed)?;
-    // SAFETY: an "arrow_schema" capsule holds an ArrowSchema, valid while the
-    // capsule lives; it is only read here.
-    let ffi = unsafe { &*(pointer.as_ptr() as *const FFI_ArrowSchema) };
-    Ok(Some(Relation::Table(Arc::new(Schema::try_from(ffi)?))))
+
+    fn ask(&self, table: &TableReference) -> datafusion_common::Result<Option<Relation>> {
+        let Some(tables) = self.tables else {
+            return Ok(None);
+        };
+        let failed = |e: PyErr| plan_datafusion_err!("reading the schema of table {table}: {e}");
+        let found = tables.call1((table.to_string(),)).map_err(failed)?;
+        if found.is_none() {
+            return Ok(None);
+        }
+        if let Ok(view) = found.extract::<String>() {
+            return Ok(Some(Relation::View(view)));
+        }
+        let capsule = found
+            .call_method0("__arrow_c_schema__")
+            .map_err(failed)?
+            .cast_into::<PyCapsule>()
+            .map_err(|e| failed(e.into()))?;
+        let pointer = capsule
+            .pointer_checked(Some(c"arrow_schema"))
+            .map_err(failed)?;
+        // SAFETY: an "arrow_schema" capsule holds an ArrowSchema, valid while the
+        // capsule lives; it is only read here.
+        let ffi = unsafe { &*(pointer.as_ptr() as *const FFI_ArrowSchema) };
+        Ok(Some(Relation::Table(Arc::new(Schema::try_from(ffi)?))))
+    }
 }
 
 /// How deeply PyPI datafusion's `Expr.from_bytes` decodes nested protobuf
