@@ -483,43 +483,6 @@ async fn every_stage_is_read_more_than_once() {
     }
 }
 
-/// The input of a reduction that joins the groups of another with a table
-/// — a layer's outputs with the next layer's weights — is computed again
-/// from the kept groups by each reader, not kept whole: no stage is a join.
-#[tokio::test]
-async fn a_join_over_kept_groups_is_computed_again() {
-    use datafusion_autograd::relational::{gradient, Parameter};
-    let loss = "SELECT SUM(h.h * m.w) FROM \
-                (SELECT x.s, x.i, tanh(SUM(x.v * w.w)) AS h FROM x JOIN w ON x.i = w.i \
-                 GROUP BY x.s, x.i) h JOIN m ON h.i = m.i";
-    let ctx = context_with(2);
-    problem(&ctx, 7).await;
-    for (table, key) in [("w", "i"), ("m", "i * 10 + k")] {
-        check_against_finite_differences(&ctx, loss, table, "w", key).await;
-    }
-    let state = ctx.state();
-    let plan = state.create_logical_plan(loss).await.unwrap();
-    let plan = state
-        .analyzer()
-        .execute_and_check(plan, state.config_options(), |_, _| {})
-        .unwrap();
-    let source = datafusion::datasource::provider_as_source(ctx.table_provider("w").await.unwrap());
-    let parameter = Parameter::new("w".into(), "w", source, "datafusion", "public").unwrap();
-    let staged = gradient(&plan, &parameter, &Default::default()).unwrap();
-    for stage in &staged.stages {
-        let mut node = &stage.plan;
-        while let datafusion_expr::LogicalPlan::Projection(p) = node {
-            node = p.input.as_ref();
-        }
-        assert!(
-            !matches!(node, datafusion_expr::LogicalPlan::Join(_)),
-            "the stage {} keeps a join:\n{}",
-            stage.name,
-            stage.plan.display_indent()
-        );
-    }
-}
-
 #[tokio::test]
 async fn same_gradient_at_one_and_eight_partitions() {
     let mut results = vec![];
