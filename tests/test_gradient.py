@@ -111,13 +111,17 @@ def test_logistic_regression_closed_form(regression):
     np.testing.assert_allclose(bias_grad, [dz.sum(), 0.0, 0.0], rtol=1e-12, atol=1e-300)
 
 
-def test_softmax_regression_closed_form(regression):
-    ctx = regression_context(regression)
-    x, m, b = regression["x"], regression["m"], regression["b"]
-    z = x @ m + b
+def softmax_delta(regression) -> np.ndarray:
+    """∂SOFTMAX/∂z per sample and class, in numpy: (softmax − one-hot) / samples."""
+    z = regression["x"] @ regression["m"] + regression["b"]
     p = np.exp(z - z.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
-    delta = (p - np.eye(CLASSES)[regression["label"]]) / SAMPLES
+    return (p - np.eye(CLASSES)[regression["label"]]) / SAMPLES
+
+
+def test_softmax_regression_closed_form(regression):
+    ctx = regression_context(regression)
+    x, delta = regression["x"], softmax_delta(regression)
     got = gradient_of(ctx, SOFTMAX, "m.w", "i", "k")["grad"].reshape(FEATURES, CLASSES)
     np.testing.assert_allclose(got, x.T @ delta, rtol=1e-10)
     np.testing.assert_allclose(gradient_of(ctx, SOFTMAX, "b.b", "k")["grad"], delta.sum(axis=0), rtol=1e-10)
@@ -149,11 +153,7 @@ def test_each_table_is_looked_up_once_per_gradient(regression):
     assert asked and fetched
     assert max(asked.values()) == 1, asked
     assert max(fetched.values()) == 1, fetched
-    x, m, b = regression["x"], regression["m"], regression["b"]
-    z = x @ m + b
-    p = np.exp(z - z.max(axis=1, keepdims=True))
-    p /= p.sum(axis=1, keepdims=True)
-    delta = (p - np.eye(CLASSES)[regression["label"]]) / SAMPLES
+    x, delta = regression["x"], softmax_delta(regression)
     got = ctx.read_table(table).sort(col("i"), col("k")).to_pydict()["grad"]
     np.testing.assert_allclose(np.reshape(got, (FEATURES, CLASSES)), x.T @ delta, rtol=1e-10)
 

@@ -115,3 +115,30 @@ impl Rng {
         (self.next_u64() % n as u64) as usize
     }
 }
+
+/// `sql`'s logical plan in `ctx`, analyzed: what a loss is differentiated from.
+pub async fn analyzed(ctx: &SessionContext, sql: &str) -> datafusion_expr::LogicalPlan {
+    let state = ctx.state();
+    let plan = state.create_logical_plan(sql).await.unwrap();
+    state
+        .analyzer()
+        .execute_and_check(plan, state.config_options(), |_, _| {})
+        .unwrap()
+}
+
+/// The parameter `table.column` of `ctx`.
+pub async fn parameter(
+    ctx: &SessionContext,
+    table: &str,
+    column: &str,
+) -> datafusion_autograd::relational::Parameter {
+    let provider = ctx.table_provider(table).await.unwrap();
+    datafusion_autograd::relational::Parameter::new(
+        table.into(),
+        column,
+        datafusion::datasource::provider_as_source(provider),
+        "datafusion",
+        "public",
+    )
+    .unwrap()
+}

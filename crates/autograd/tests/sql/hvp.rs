@@ -5,34 +5,13 @@
 use std::sync::Arc;
 
 use datafusion::prelude::SessionContext;
-use datafusion_autograd::relational::{hvp, jvp, Direction, Parameter};
+use datafusion_autograd::relational::{hvp, jvp, Direction};
 use datafusion_autograd::GradientTable;
 
-use crate::common::{assert_close, context, rows};
+use crate::common::{analyzed, assert_close, context, parameter, rows};
 
 async fn run(ctx: &SessionContext, sql: &str) {
     rows(ctx, sql).await;
-}
-
-async fn analyzed(ctx: &SessionContext, sql: &str) -> datafusion_expr::LogicalPlan {
-    let state = ctx.state();
-    let plan = state.create_logical_plan(sql).await.unwrap();
-    state
-        .analyzer()
-        .execute_and_check(plan, state.config_options(), |_, _| {})
-        .unwrap()
-}
-
-async fn parameter(ctx: &SessionContext, table: &str, column: &str) -> Parameter {
-    let provider = ctx.table_provider(table).await.unwrap();
-    Parameter::new(
-        table.into(),
-        column,
-        datafusion::datasource::provider_as_source(provider),
-        "datafusion",
-        "public",
-    )
-    .unwrap()
 }
 
 /// `(i, grad, hvp)` of every row of `w`, by `i`.

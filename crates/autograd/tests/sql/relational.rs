@@ -5,7 +5,7 @@
 use datafusion::execution::config::SessionConfig;
 use datafusion::prelude::SessionContext;
 
-use crate::common::{assert_close, column, error, rows, Rng};
+use crate::common::{analyzed, assert_close, column, error, parameter, rows, Rng};
 
 /// A context with the markers and `gradient`, and `target_partitions` set.
 fn context_with(partitions: usize) -> SessionContext {
@@ -443,22 +443,18 @@ async fn the_join_back_onto_a_reductions_input_builds_on_the_groups() {
 /// written out where it is read.
 #[tokio::test]
 async fn every_stage_is_read_more_than_once() {
-    use datafusion_autograd::relational::{gradient, Parameter, StageSource};
+    use datafusion_autograd::relational::{gradient, StageSource};
     use datafusion_common::tree_node::TreeNodeRecursion;
     let ctx = context_with(2);
     problem(&ctx, 7).await;
     create_views(&ctx).await;
-    let state = ctx.state();
     for (loss, table, col, _) in LOSSES {
-        let plan = state.create_logical_plan(loss).await.unwrap();
-        let plan = state
-            .analyzer()
-            .execute_and_check(plan, state.config_options(), |_, _| {})
-            .unwrap();
-        let provider = ctx.table_provider(*table).await.unwrap();
-        let source = datafusion::datasource::provider_as_source(provider);
-        let parameter = Parameter::new((*table).into(), *col, source, "datafusion", "public");
-        let staged = gradient(&plan, &parameter.unwrap(), &Default::default()).unwrap();
+        let staged = gradient(
+            &analyzed(&ctx, loss).await,
+            &parameter(&ctx, table, col).await,
+            &Default::default(),
+        )
+        .unwrap();
         let mut reads = std::collections::HashMap::new();
         let plans = staged.stages.iter().map(|s| &s.plan).chain(&staged.results);
         for plan in plans {
