@@ -4,7 +4,9 @@
 //! Planning a statement that reads a gradient computes nothing; running it
 //! plans every stage and computes each the first time it is read.
 
+mod build_side;
 mod markers;
+mod result;
 mod stages;
 
 pub use markers::WholeQueryMarkers;
@@ -26,6 +28,8 @@ use futures::FutureExt;
 use crate::error::fail;
 use crate::options::AutogradOptions;
 use crate::relational::{gradients, Parameter, Staged};
+use build_side::planning_state;
+use result::GradientExec;
 use stages::{bind, plan_stages, Slots};
 use tokio::sync::OnceCell;
 
@@ -192,17 +196,22 @@ impl TableProvider for GradientTable {
         _filters: &[Expr],
         _limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        let Some(state) = session.as_any().downcast_ref::<SessionState>() else {
+            return plan_err!("a gradient's plans are made in a DataFusion SessionState");
+        };
+        let state = planning_state(state);
         let slots = match &self.shared {
             Some(shared) => shared
-                .get_or_try_init(|| plan_stages(session, &self.staged))
+                .get_or_try_init(|| plan_stages(&state, &self.staged))
                 .await?
                 .clone(),
-            None => plan_stages(session, &self.staged).await?,
+            None => plan_stages(&state, &self.staged).await?,
         };
         let mut result = LogicalPlanBuilder::from(bind(&self.staged.results[self.k], &slots)?);
         if let Some(columns) = projection {
             result = result.select(columns.iter().copied())?;
         }
-        session.create_physical_plan(&result.build()?).await
+        let plan = state.create_physical_plan(&result.build()?).await?;
+        Ok(Arc::new(GradientExec::new(plan)))
     }
 }

@@ -61,6 +61,14 @@ pub async fn rows(ctx: &SessionContext, sql: &str) -> Vec<Vec<Option<f64>>> {
 }
 
 /// Runs `sql` and returns its single column, which must have no NULLs.
+/// The rows of `sql` as the table DataFusion prints: for `EXPLAIN`.
+pub async fn text(ctx: &SessionContext, sql: &str) -> String {
+    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
+    datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+        .unwrap()
+        .to_string()
+}
+
 pub async fn column(ctx: &SessionContext, sql: &str) -> Vec<f64> {
     rows(ctx, sql)
         .await

@@ -5,7 +5,7 @@
 use datafusion::execution::config::SessionConfig;
 use datafusion::prelude::SessionContext;
 
-use crate::common::{analyzed, assert_close, column, error, parameter, rows, Rng};
+use crate::common::{analyzed, assert_close, column, error, parameter, rows, text, Rng};
 
 /// A context with the markers and `gradient`, and `target_partitions` set.
 fn context_with(partitions: usize) -> SessionContext {
@@ -420,10 +420,7 @@ async fn the_join_back_onto_a_reductions_input_builds_on_the_groups() {
         "EXPLAIN SELECT * FROM gradient('{}', 'w.w')",
         loss.replace('\'', "''")
     );
-    let batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
-    let text = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-        .unwrap()
-        .to_string();
+    let text = text(&ctx, &sql).await;
     let joins: Vec<&str> = text
         .lines()
         .filter(|l| l.contains("HashJoinExec"))
@@ -437,6 +434,53 @@ async fn the_join_back_onto_a_reductions_input_builds_on_the_groups() {
         build.starts_with("__ag_key"),
         "the join back builds on the input's rows:\n{text}"
     );
+}
+
+/// Every join of a reduction's summed contributions back onto the rows it
+/// reduced builds its hash table of the sums, whatever the planner estimates
+/// of the two sides: a two-layer network over tables whose keys carry no
+/// statistics, where DataFusion takes the first layer's join of `x` with `m`
+/// and `b` for fewer rows than the second layer's groups.
+#[tokio::test]
+async fn every_join_back_builds_on_the_groups() {
+    let ctx = context_with(2);
+    problem(&ctx, 7).await;
+    create_views(&ctx).await;
+    let network = "SELECT SUM(o * o) FROM (SELECT h.s, SUM(h.h * n.w) AS o FROM \
+                   (SELECT x.s, m.k, tanh(SUM(x.v * m.w) + b.b) AS h \
+                    FROM x JOIN m ON x.i = m.i JOIN b ON m.k = b.k GROUP BY x.s, m.k, b.b) h \
+                   JOIN m n ON h.k = n.k GROUP BY h.s) q";
+    let cases = LOSSES
+        .iter()
+        .map(|(loss, table, col, _)| (*loss, *table, *col))
+        .chain([(network, "m", "w"), (network, "b", "b")]);
+    let mut back = 0;
+    for (loss, table, col) in cases {
+        let sql = format!(
+            "EXPLAIN SELECT * FROM gradient('{}', '{table}.{col}')",
+            loss.replace('\'', "''")
+        );
+        let text = text(&ctx, &sql).await;
+        for line in text.lines().filter(|l| l.contains("HashJoinExec")) {
+            let on = line.split("on=[(").nth(1).unwrap_or_default();
+            let on = on.split(")]").next().unwrap_or_default();
+            let pairs: Vec<(bool, bool)> = on
+                .split("), (")
+                .map(|pair| {
+                    let (build, probe) = pair.split_once(", ").unwrap_or((pair, ""));
+                    (build.starts_with("__ag_key"), probe.starts_with("__ag_key"))
+                })
+                .collect();
+            let groups_build = pairs.iter().all(|&(b, p)| b && !p);
+            let groups_probe = pairs.iter().all(|&(b, p)| !b && p);
+            assert!(
+                !groups_probe,
+                "{loss}: a join back builds on the input's rows:\n{text}"
+            );
+            back += usize::from(groups_build);
+        }
+    }
+    assert!(back > 0, "no join back onto a reduction's input was found");
 }
 
 /// A stage is kept only where several plans read it: one read once is

@@ -5,7 +5,7 @@
 use datafusion::prelude::SessionContext;
 use datafusion_autograd::{error_kind, ErrorKind};
 
-use crate::common::{assert_close, column, context, error, rows};
+use crate::common::{assert_close, column, context, error, rows, text};
 
 async fn run(ctx: &SessionContext, sql: &str) {
     rows(ctx, sql).await;
@@ -261,19 +261,12 @@ async fn several_parameters_in_one_statement() {
 
 /// The reverse passes whose stages the physical plan of `sql` reads.
 async fn passes_read(ctx: &SessionContext, sql: &str) -> std::collections::BTreeSet<String> {
-    let explained = rows_text(ctx, &format!("EXPLAIN {sql}")).await;
+    let explained = text(ctx, &format!("EXPLAIN {sql}")).await;
     explained
         .split("StageExec: stage=")
         .skip(1)
         .map(|rest| rest.split("_s").next().unwrap().to_string())
         .collect()
-}
-
-async fn rows_text(ctx: &SessionContext, sql: &str) -> String {
-    let batches = ctx.sql(sql).await.unwrap().collect().await.unwrap();
-    datafusion::arrow::util::pretty::pretty_format_batches(&batches)
-        .unwrap()
-        .to_string()
 }
 
 #[tokio::test]
