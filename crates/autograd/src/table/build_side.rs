@@ -27,7 +27,7 @@ const GROUP_KEY: &str = "__ag_key";
 
 /// `state` with [`BuildOnGroups`] after its join selection: the session the
 /// engine's plans are planned in.
-pub(crate) fn planning_state(state: &SessionState) -> SessionState {
+pub(crate) fn engine_state(state: &SessionState) -> SessionState {
     let mut rules = Vec::with_capacity(state.physical_optimizers().len() + 1);
     for rule in state.physical_optimizers() {
         rules.push(Arc::clone(rule));

@@ -28,7 +28,7 @@ use futures::FutureExt;
 use crate::error::fail;
 use crate::options::AutogradOptions;
 use crate::relational::{gradients, Parameter, Staged};
-use build_side::planning_state;
+use build_side::engine_state;
 use result::GradientExec;
 use stages::{bind, plan_stages, Slots};
 use tokio::sync::OnceCell;
@@ -199,7 +199,7 @@ impl TableProvider for GradientTable {
         let Some(state) = session.as_any().downcast_ref::<SessionState>() else {
             return plan_err!("a gradient's plans are made in a DataFusion SessionState");
         };
-        let state = planning_state(state);
+        let state = engine_state(state);
         let slots = match &self.shared {
             Some(shared) => shared
                 .get_or_try_init(|| plan_stages(&state, &self.staged))
