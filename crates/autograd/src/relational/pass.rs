@@ -7,11 +7,12 @@ use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use datafusion_common::{Column, Result};
-use datafusion_expr::{lit, LogicalPlan};
+use datafusion_expr::{lit, Expr, LogicalPlan, LogicalPlanBuilder};
 
 use super::assemble::assemble;
 use super::augment::{extend, rename, with_columns, Augmented, Bar, Layout};
 use super::backprop::Backprop;
+use super::fanout::multiplies_groups;
 use super::loss::reads_a_parameter;
 use super::operators;
 use super::parameter::Parameter;
@@ -141,6 +142,71 @@ impl<'a> Pass<'a> {
             results,
         })
     }
+
+    /// `plan` with every reduction under its projections, filters and joins
+    /// kept as a stage, and its schema unchanged; None when a reduction's
+    /// columns could not be read from a stage as they are (qualified, or a
+    /// name twice) and nothing above it could be kept in its place.
+    fn reductions_kept(&self, plan: &LogicalPlan) -> Result<Option<LogicalPlan>> {
+        let Some(rebuilt) = self.reductions_staged(plan)? else {
+            return Ok(None);
+        };
+        if rebuilt.schema() == plan.schema() {
+            return Ok(Some(rebuilt));
+        }
+        let mut same = vec![];
+        for ((qualifier, field), (now, _)) in plan.schema().iter().zip(rebuilt.schema().iter()) {
+            let column = Expr::Column(Column::new(now.cloned(), field.name()));
+            same.push(match (qualifier, now) {
+                (Some(q), Some(n)) if q == n => column,
+                (None, None) => column,
+                // A stage's column, unqualified where it was kept.
+                (None, Some(_)) => column.alias(field.name()),
+                _ => return Ok(None),
+            });
+        }
+        Ok(Some(
+            LogicalPlanBuilder::from(rebuilt).project(same)?.build()?,
+        ))
+    }
+
+    /// `node` with the highest nodes under its projections, filters, joins
+    /// and aliases that are none of these kept as stages, where they can be
+    /// read back as they are; None where one cannot.
+    fn reductions_staged(&self, node: &LogicalPlan) -> Result<Option<LogicalPlan>> {
+        if let LogicalPlan::TableScan(_) = node {
+            return Ok(Some(node.clone()));
+        }
+        if let LogicalPlan::Projection(_)
+        | LogicalPlan::Filter(_)
+        | LogicalPlan::Join(_)
+        | LogicalPlan::SubqueryAlias(_) = node
+        {
+            let mut inputs = vec![];
+            for input in node.inputs() {
+                match self.reductions_staged(input)? {
+                    Some(input) => inputs.push(input),
+                    None => break,
+                }
+            }
+            if inputs.len() == node.inputs().len() {
+                return Ok(Some(node.with_new_exprs(node.expressions(), inputs)?));
+            }
+        }
+        // Kept whole, where its columns read from a stage are the same
+        // columns: unqualified, each name once. (A stage left unread by a
+        // failed attempt below is dropped with the stages nothing reads.)
+        let mut names = std::collections::HashSet::new();
+        let readable = node
+            .schema()
+            .iter()
+            .all(|(qualifier, field)| qualifier.is_none() && names.insert(field.name()));
+        if readable {
+            Ok(Some(self.stage(node.clone())?))
+        } else {
+            Ok(None)
+        }
+    }
 }
 
 impl Backprop for Pass<'_> {
@@ -217,9 +283,28 @@ impl Backprop for Pass<'_> {
         // Rows computed from rows alone (a join of tables) are computed
         // again by each reader: kept, they would take as much memory as the
         // join is large — the first layer of a network, 2,048 rows a sample.
-        let kept = if computed_again(&augmented.plan)? {
+        // Rows computed from rows and the groups of reductions joined on
+        // some of their keys (a layer's outputs with the next layer's
+        // weights: 320 rows a sample of a dozen columns, from 32 groups) keep
+        // the groups, as many rows as there are groups, and compute the rest
+        // again. Joined on all their keys (a sample's prediction with its
+        // target), the join is no larger than the groups, and is kept.
+        let again = if computed_again(&augmented.plan)? {
+            Some(augmented.plan.clone())
+        } else {
+            match self.reductions_kept(&augmented.plan)? {
+                Some(plan)
+                    if computed_again(&plan)?
+                        && multiplies_groups(&plan, &self.stages.borrow())? =>
+                {
+                    Some(plan)
+                }
+                _ => None,
+            }
+        };
+        let kept = if let Some(plan) = again {
             Augmented {
-                plan: selecting_its_columns(augmented.plan.clone())?,
+                plan: selecting_its_columns(plan)?,
                 ..augmented
             }
         } else {

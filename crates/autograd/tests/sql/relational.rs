@@ -523,6 +523,60 @@ async fn every_stage_is_read_more_than_once() {
     }
 }
 
+/// The input of a reduction that joins the groups of another with a table on
+/// some of the groups' keys — a layer's outputs with the next layer's weights
+/// — is computed again from the kept groups by each reader, not kept whole:
+/// no stage is a join. Joined on all of their keys — a sample's prediction
+/// with its target — the join is no larger than the groups and is kept.
+#[tokio::test]
+async fn a_join_that_multiplies_kept_groups_is_computed_again() {
+    let multiplied = "SELECT SUM(h.h * m.w) FROM \
+                      (SELECT x.s, x.i, tanh(SUM(x.v * w.w)) AS h FROM x JOIN w ON x.i = w.i \
+                       GROUP BY x.s, x.i) h JOIN m ON h.i = m.i";
+    // As a network's layer is: a key (the bias) that only the output reads.
+    let biased = "SELECT SUM(h.h * m.w) FROM \
+                  (SELECT x.s, x.i, tanh(SUM(x.v * w.w) + y.t) AS h \
+                   FROM x JOIN w ON x.i = w.i JOIN y ON x.s = y.s \
+                   GROUP BY x.s, x.i, y.t) h JOIN m ON h.i = m.i";
+    let matched = "SELECT AVG(power(p.z - y.t, 2)) FROM \
+                   (SELECT x.s, SUM(x.v * w.w) AS z FROM x JOIN w ON x.i = w.i GROUP BY x.s) p \
+                   JOIN y ON p.s = y.s";
+    let ctx = context_with(2);
+    problem(&ctx, 7).await;
+    for (loss, tables, keeps_a_join) in [
+        (multiplied, &[("w", "i"), ("m", "i * 10 + k")][..], false),
+        (biased, &[("w", "i"), ("m", "i * 10 + k")][..], false),
+        (matched, &[("w", "i")][..], true),
+    ] {
+        for (table, key) in tables {
+            check_against_finite_differences(&ctx, loss, table, "w", key).await;
+            let staged = datafusion_autograd::relational::gradient(
+                &analyzed(&ctx, loss).await,
+                &parameter(&ctx, table, "w").await,
+                &Default::default(),
+            )
+            .unwrap();
+            let joins: Vec<&str> = staged
+                .stages
+                .iter()
+                .filter(|stage| {
+                    let mut node = &stage.plan;
+                    while let datafusion_expr::LogicalPlan::Projection(p) = node {
+                        node = p.input.as_ref();
+                    }
+                    matches!(node, datafusion_expr::LogicalPlan::Join(_))
+                })
+                .map(|stage| stage.name.as_str())
+                .collect();
+            assert_eq!(
+                !joins.is_empty(),
+                keeps_a_join,
+                "{loss}, {table}: the stages that keep a join: {joins:?}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn same_gradient_at_one_and_eight_partitions() {
     let mut results = vec![];
