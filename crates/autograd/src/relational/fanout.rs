@@ -11,7 +11,7 @@
 
 use std::collections::HashSet;
 
-use datafusion_common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion_common::tree_node::TreeNode;
 use datafusion_common::{Column, Result};
 use datafusion_expr::utils::split_conjunction;
 use datafusion_expr::{BinaryExpr, Expr, Join, LogicalPlan, Operator};
@@ -22,20 +22,16 @@ use super::staged::{Stage, StageSource};
 /// Whether a join in `plan` meets the groups of a reduction kept as one of
 /// `stages` on fewer than all of the groups' keys.
 pub(crate) fn multiplies_groups(plan: &LogicalPlan, stages: &[Stage]) -> Result<bool> {
-    let mut found = false;
-    plan.apply(|node| {
-        if let LogicalPlan::Join(join) = node {
-            let (left, right) = keys(join);
-            found |= side_multiplied(&join.left, &left, stages)
-                || side_multiplied(&join.right, &right, stages);
-        }
-        Ok(if found {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
+    plan.exists(|node| {
+        Ok(match node {
+            LogicalPlan::Join(join) => {
+                let (left, right) = keys(join);
+                side_multiplied(&join.left, &left, stages)
+                    || side_multiplied(&join.right, &right, stages)
+            }
+            _ => false,
         })
-    })?;
-    Ok(found)
+    })
 }
 
 /// The columns a join matches its sides' rows by, each side's: the pairs of
