@@ -72,7 +72,7 @@ from benchmarks.cli import RESULTS, arguments
 from benchmarks.compare import check, max_difference_relative_to_largest, max_relative_difference
 from benchmarks.sql import statement, statements
 from benchmarks.timing import timed
-from datafusion_autograd import AutogradContext
+from datafusion_autograd import AutogradContext, kept_statistics
 
 FEATURES, HIDDEN, CLASSES = 64, 32, 10
 
@@ -339,6 +339,8 @@ class Run:
     sql_params: Params = field(default_factory=dict)
     gradient_params: Params = field(default_factory=dict)
     numpy_params: Params = field(default_factory=dict)
+    # What the gradient network's context reused of its statements (ag.kept_statistics).
+    gradient_kept: dict[str, int] = field(default_factory=dict)
 
 
 def train(config: Config, split: Split) -> Run:
@@ -375,6 +377,7 @@ def train(config: Config, split: Split) -> Run:
             evaluate(done)
             progress.set_postfix(loss=f"{run.sql.losses[-1]:.4f}", test_acc=f"{run.sql.test_accuracies[-1]:.3f}")
     run.sql_params, run.gradient_params, run.numpy_params = sql.params(), gradient.params(), reference.params
+    run.gradient_kept = kept_statistics(gradient.ctx)
     return run
 
 
@@ -483,6 +486,7 @@ def main(quick: bool = False, out: Path | None = None) -> dict:
         "gradient_test_accuracy": run.gradient.test_accuracies[-1],
         "hand_wired_statements": HAND_WIRED_STATEMENTS,
         "gradient_statements": GRADIENT_STATEMENTS,
+        "gradient_kept": run.gradient_kept,
         "numpy_step_seconds": float(np.mean(reference.step_seconds)),
         "wall_seconds": wall_seconds,
         "png": png,

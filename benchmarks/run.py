@@ -245,7 +245,7 @@ def mlp(quick: bool, out: Path) -> dict:
     keys = (
         "steps", "sql_step_seconds", "gradient_step_seconds", "numpy_step_seconds", "test_accuracy",
         "gradient_test_accuracy", "sql_max_rel_loss_diff", "gradient_max_rel_loss_diff", "hand_wired_statements",
-        "gradient_statements",
+        "gradient_statements", "gradient_kept",
     )
     return {key: run[key] for key in keys}
 
@@ -356,6 +356,15 @@ def p6_section(p6: dict | str) -> list[str]:
               f"| SQL, grad over the loss CTE (one reverse pass) | {p6['gradient_statements']} | {format_seconds(p6['gradient_step_seconds'])} | "
               f"{p6['gradient_step_seconds'] / numpy_step:.0f} | {p6['gradient_test_accuracy']:.4f} | {p6['gradient_max_rel_loss_diff']:.1e} |",
               f"| numpy, derived by hand | — | {format_seconds(numpy_step)} | 1 | — | — |"]
+    kept = p6["gradient_kept"]
+
+    def times(n: int) -> str:
+        return "once" if n == 1 else f"{n} times"
+
+    lines += ["", f"The backward statement, the same text at every step, was formed {times(kept['formed'])} and "
+              f"rewritten from what its context kept {times(kept['reused'])}; its reverse pass was planned "
+              f"{times(kept['planned'])} and ran copies of the kept plans {times(kept['copied'])} "
+              "(`ag.kept_statistics`; a pass is planned again when a table it reads changes size)."]
     return lines
 
 

@@ -33,7 +33,7 @@ from datafusion_autograd._native import (
     rewrite_sql,
 )
 from datafusion_autograd.check import GradCheck, check_grad
-from datafusion_autograd.context import AutogradContext, forwards_simplify, register
+from datafusion_autograd.context import AutogradContext, forwards_simplify, kept_statistics, register
 from datafusion_autograd.dialects import DIALECTS, Dialect, differentiate
 from datafusion_autograd.engines import sql
 from datafusion_autograd.expr import grad, jvp, vjp
@@ -63,6 +63,7 @@ __all__ = [
     "hvp",
     "jvp",
     "jvp_udf",
+    "kept_statistics",
     "primitives",
     "register",
     "rewrite_sql",

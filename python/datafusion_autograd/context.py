@@ -7,7 +7,7 @@ from typing import Any, Callable, Optional, TypeVar
 
 from datafusion import SessionContext
 
-from datafusion_autograd._native import NOT_SIMPLIFIED, bridge_sql
+from datafusion_autograd._native import NOT_SIMPLIFIED, Memo, bridge_sql
 from datafusion_autograd.tables import catalog, fetcher
 from datafusion_autograd.udfs import FUNCTIONS, MARKERS
 
@@ -37,7 +37,7 @@ def forwards_simplify(ctx: SessionContext) -> bool:
         raise
 
 
-def register(ctx: Context, *, max_derivative_nodes: Optional[int] = None) -> Context:
+def register(ctx: Context, *, max_derivative_nodes: Optional[int] = None, keep_plans: bool = True) -> Context:
     """Registers ``grad``, ``jvp``, ``vjp`` and ``stop_gradient`` on ``ctx``,
     makes its SQL understand them and ``gradient(…)``, and returns it.
 
@@ -54,6 +54,13 @@ def register(ctx: Context, *, max_derivative_nodes: Optional[int] = None) -> Con
     default is ``AutogradOptions``' 100,000 expression nodes): past it,
     forming one is an error that names both numbers.
 
+    ``keep_plans`` keeps what differentiating a statement made — its text
+    rewritten, its whole-query gradients' passes and their physical plans — so
+    that the same statement sent again (a training loop's step) is neither
+    formed nor planned again while the relations it reads keep their schemas
+    and sizes; their rows are read afresh each time. :func:`kept_statistics`
+    counts what was reused.
+
     >>> from datafusion import SessionContext
     >>> ctx = register(SessionContext())
     >>> ctx.sql("SELECT grad(sin(x), x) AS d FROM (VALUES (0.0)) AS t(x)").to_pydict()
@@ -65,21 +72,44 @@ def register(ctx: Context, *, max_derivative_nodes: Optional[int] = None) -> Con
     for udf in FUNCTIONS:
         ctx.register_udf(udf)
     if not getattr(ctx.sql, "_differentiates", False):
-        ctx.sql = _differentiating(ctx, max_derivative_nodes)
+        ctx.sql = _differentiating(ctx, max_derivative_nodes, Memo() if keep_plans else None)
     return ctx
 
 
-def _differentiating(ctx: SessionContext, max_derivative_nodes: Optional[int]) -> Any:
+def kept_statistics(ctx: SessionContext) -> dict[str, int]:
+    """How often ``ctx``'s statements were formed from their text (``formed``)
+    and rewritten from what was kept (``reused``), and how often the passes
+    kept now were planned (``planned``) and run from copies of their plans
+    (``copied``); all zero when ``ctx`` keeps nothing.
+
+    >>> from datafusion import SessionContext
+    >>> ctx = register(SessionContext())
+    >>> _ = ctx.sql("CREATE TABLE w (w DOUBLE) AS VALUES (1.5), (-2.0)").collect()
+    >>> step = "SELECT w, grad((SELECT SUM(w * w) FROM w), w) AS g FROM w ORDER BY w"
+    >>> [ctx.sql(step).to_pydict()["g"] for _ in range(3)]
+    [[-4.0, 3.0], [-4.0, 3.0], [-4.0, 3.0]]
+    >>> kept_statistics(ctx)
+    {'formed': 1, 'reused': 2, 'planned': 1, 'copied': 2}
+    """
+    memo = getattr(ctx.sql, "_memo", None)
+    if memo is None:
+        return {"formed": 0, "reused": 0, "planned": 0, "copied": 0}
+    statistics = memo.statistics()
+    return {key: statistics[key] for key in ("formed", "reused", "planned", "copied")}
+
+
+def _differentiating(ctx: SessionContext, max_derivative_nodes: Optional[int], memo: Optional[Memo]) -> Any:
     """``ctx.sql`` with markers and ``gradient`` calls rewritten first."""
     sql = ctx.sql
     relations, fetch = catalog(ctx), fetcher(ctx)
 
     @functools.wraps(sql)
     def differentiating_sql(query: str, *args: Any, **kwargs: Any) -> Any:
-        rewritten, gradients = bridge_sql(query, relations, fetch, max_derivative_nodes)
+        rewritten, gradients = bridge_sql(query, relations, fetch, max_derivative_nodes, memo)
         return planned_with(ctx, gradients, lambda: sql(rewritten, *args, **kwargs))
 
     differentiating_sql._differentiates = True  # type: ignore[attr-defined]
+    differentiating_sql._memo = memo  # type: ignore[attr-defined]
     return differentiating_sql
 
 

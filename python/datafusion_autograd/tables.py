@@ -93,7 +93,8 @@ def size(ctx: SessionContext, name: str) -> Optional[Size]:
     >>> rows, exact, bytes_ >= 24
     (3, True, True)
     """
-    plans = ctx.sql(f"EXPLAIN VERBOSE SELECT * FROM {name}").to_pydict()
+    # The base class's sql: a context's own (registered) sql would rewrite the text first.
+    plans = SessionContext.sql(ctx, f"EXPLAIN VERBOSE SELECT * FROM {name}").to_pydict()
     for kind, plan in zip(plans["plan_type"], plans["plan"]):
         if kind == "physical_plan_with_stats":
             found = _STATISTICS.search(plan.split("\n", 1)[0])

@@ -5,7 +5,7 @@ use datafusion_common::arrow::datatypes::SchemaRef;
 use datafusion_common::{Result, TableReference};
 
 /// A relation a host knows by name.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Relation {
     /// A table, known by its schema.
     Table(SchemaRef),

@@ -58,7 +58,8 @@ pub use options::AutogradOptions;
 pub use sql::bridge::{rewrite_sql, rewrite_sql_with, Placement};
 pub use sql::{
     check_grad, check_grad_sql, differentiate_sql, engine_sql, gradient_sql, gradient_statements,
-    plan_gradients, plan_hvp, plan_to_sql, view_query, Along, Dialect, EngineStatements, GradCheck,
+    plan_gradients, plan_hvp, plan_to_sql, rewrite_sql_kept, view_query, Along, Dialect,
+    EngineStatements, GradCheck, StatementMemo,
 };
 pub use stack::depth as expression_depth;
-pub use table::{GradientFunction, GradientTable, WholeQueryMarkers};
+pub use table::{GradientFunction, GradientTable, PlanMemo, WholeQueryMarkers};

@@ -32,6 +32,9 @@ pub struct Stage {
 /// Where a host's table is read from: its source, if the host gives one.
 pub type Sources<'a> = dyn Fn(&TableReference) -> Result<Option<Arc<dyn TableSource>>> + 'a;
 
+/// The source a scan of a table is to read, where there is one to give.
+pub(crate) type ScanSources<'a> = dyn Fn(&TableScan) -> Result<Option<Arc<dyn TableSource>>> + 'a;
+
 /// Gradients as stages and results, each a plan that may scan the stages
 /// before it.
 #[derive(Clone, Debug)]
@@ -144,6 +147,12 @@ impl Staged {
     /// the source `sources` gives for it, where it gives one: for a host
     /// whose tables the loss was planned against by their schemas alone.
     pub fn with_sources(&self, sources: &Sources) -> Result<Staged> {
+        self.with_scans(&|scan| sources(&scan.table_name))
+    }
+
+    /// The same plans with every scan of a table (not of a stage) reading
+    /// the source `source` gives for that scan, where it gives one.
+    pub(crate) fn with_scans(&self, source: &ScanSources) -> Result<Staged> {
         let bind = |plan: &LogicalPlan| {
             plan.clone()
                 .transform_up_with_subqueries(|node| {
@@ -153,7 +162,7 @@ impl Staged {
                     if StageSource::of(&scan.source).is_some() {
                         return Ok(Transformed::no(node));
                     }
-                    let Some(source) = sources(&scan.table_name)? else {
+                    let Some(source) = source(scan)? else {
                         return Ok(Transformed::no(node));
                     };
                     Ok(Transformed::yes(LogicalPlan::TableScan(
@@ -181,6 +190,23 @@ impl Staged {
                 .collect::<Result<_>>()?,
             results: self.results.iter().map(bind).collect::<Result<_>>()?,
         })
+    }
+
+    /// The table (not stage) every scan in the plans reads, subqueries
+    /// included: its name and source.
+    pub(crate) fn table_sources(&self) -> Result<Vec<(TableReference, Arc<dyn TableSource>)>> {
+        let mut sources = vec![];
+        for plan in self.stages.iter().map(|s| &s.plan).chain(&self.results) {
+            plan.apply_with_subqueries(|node| {
+                if let LogicalPlan::TableScan(scan) = node {
+                    if StageSource::of(&scan.source).is_none() {
+                        sources.push((scan.table_name.clone(), Arc::clone(&scan.source)));
+                    }
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })?;
+        }
+        Ok(sources)
     }
 }
 

@@ -645,20 +645,20 @@ fn called(token: &Token) -> Option<Called> {
 
 /// Converts the tokenizer's (line, column) locations, counted in characters
 /// from 1, to byte offsets in the text.
-struct ByteOffsets<'a> {
+pub(crate) struct ByteOffsets<'a> {
     sql: &'a str,
     line_starts: Vec<usize>,
 }
 
 impl<'a> ByteOffsets<'a> {
-    fn new(sql: &'a str) -> Self {
+    pub(crate) fn new(sql: &'a str) -> Self {
         let line_starts = std::iter::once(0)
             .chain(sql.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
         Self { sql, line_starts }
     }
 
-    fn of(&self, location: Location) -> usize {
+    pub(crate) fn of(&self, location: Location) -> usize {
         let line = (location.line as usize).saturating_sub(1);
         let start = self
             .line_starts

@@ -16,6 +16,7 @@ pub(crate) mod dialect;
 mod emit;
 mod engines;
 mod gradient;
+mod memo;
 pub(crate) mod plan;
 mod scopes;
 
@@ -25,6 +26,7 @@ pub use emit::plan_to_sql;
 pub(crate) use emit::{formed_to_sql, to_sql};
 pub use engines::{engine_sql, gradient_statements, view_query, EngineStatements};
 pub use gradient::{gradient_sql, plan_gradients, plan_hvp, Along};
+pub use memo::{rewrite_sql_kept, StatementMemo};
 pub(crate) use plan::plan_scalar;
 
 /// The derivative of the SQL scalar expression `expr_sql` with respect to the

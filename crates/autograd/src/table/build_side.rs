@@ -26,8 +26,10 @@ use datafusion_common::Result;
 const GROUP_KEY: &str = "__ag_key";
 
 /// `state` with [`BuildOnGroups`] after its join selection: the session the
-/// engine's plans are planned in.
-pub(crate) fn engine_state(state: &SessionState) -> SessionState {
+/// engine's plans are planned in. Plans to be kept and copied are planned
+/// without dynamic filters: a join's filter pushed into a scan would be
+/// shared by the copies.
+pub(crate) fn engine_state(state: &SessionState, kept: bool) -> SessionState {
     let mut rules = Vec::with_capacity(state.physical_optimizers().len() + 1);
     for rule in state.physical_optimizers() {
         rules.push(Arc::clone(rule));
@@ -35,9 +37,23 @@ pub(crate) fn engine_state(state: &SessionState) -> SessionState {
             rules.push(Arc::new(BuildOnGroups) as _);
         }
     }
-    SessionStateBuilder::new_from_existing(state.clone())
-        .with_physical_optimizer_rules(rules)
-        .build()
+    let mut engine =
+        SessionStateBuilder::new_from_existing(state.clone()).with_physical_optimizer_rules(rules);
+    if kept {
+        // The catalogs are the state's: a config that asked for a default
+        // catalog would have the builder put an empty one in its place.
+        let mut config = state
+            .config()
+            .clone()
+            .with_create_default_catalog_and_schema(false);
+        let optimizer = &mut config.options_mut().optimizer;
+        optimizer.enable_dynamic_filter_pushdown = false;
+        optimizer.enable_join_dynamic_filter_pushdown = false;
+        optimizer.enable_topk_dynamic_filter_pushdown = false;
+        optimizer.enable_aggregate_dynamic_filter_pushdown = false;
+        engine = engine.with_config(config);
+    }
+    engine.build()
 }
 
 /// Swaps a hash join whose probe side is joined on group keys alone, and

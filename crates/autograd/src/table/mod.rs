@@ -6,10 +6,12 @@
 
 mod build_side;
 mod markers;
+mod memo;
 mod result;
 mod stages;
 
 pub use markers::WholeQueryMarkers;
+pub use memo::PlanMemo;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -21,16 +23,16 @@ use datafusion::execution::SessionState;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion_common::arrow::datatypes::SchemaRef;
 use datafusion_common::tree_node::TreeNodeRecursion;
-use datafusion_common::{plan_err, Result, ScalarValue, TableReference};
-use datafusion_expr::{Expr, LogicalPlan, LogicalPlanBuilder, TableType};
+use datafusion_common::{plan_err, DataFusionError, Result, ScalarValue, TableReference};
+use datafusion_expr::{Expr, LogicalPlan, TableType};
 use futures::FutureExt;
 
 use crate::error::fail;
 use crate::options::AutogradOptions;
 use crate::relational::{gradients, Parameter, Staged};
 use build_side::engine_state;
+use memo::Planned;
 use result::GradientExec;
-use stages::{bind, plan_stages, Slots};
 use tokio::sync::OnceCell;
 
 /// The `gradient('<loss query>', '<table>.<column>')` table function.
@@ -150,7 +152,9 @@ pub struct GradientTable {
     schema: SchemaRef,
     /// Stages shared with the other results of the same pass: planned by the
     /// first scan of any of them, computed once, kept while any lives.
-    shared: Option<Arc<OnceCell<Slots>>>,
+    shared: Option<Arc<OnceCell<Arc<Planned>>>>,
+    /// Plans kept from the statements before, to run again (see [`PlanMemo`]).
+    memo: Option<Arc<PlanMemo>>,
 }
 
 impl GradientTable {
@@ -163,6 +167,7 @@ impl GradientTable {
             k,
             schema,
             shared: None,
+            memo: None,
         }
     }
 
@@ -174,6 +179,20 @@ impl GradientTable {
             .map(|k| Self {
                 shared: Some(Arc::clone(&shared)),
                 ..Self::new(Arc::clone(&staged), k)
+            })
+            .collect()
+    }
+
+    /// [`GradientTable::sharing`], its physical plans copied from those
+    /// `memo` keeps of an earlier statement for the same pass where they fit,
+    /// and kept there otherwise: for a host that asks for one gradient
+    /// again and again, its tables' rows changing in between.
+    pub fn sharing_kept(staged: Arc<Staged>, memo: Arc<PlanMemo>) -> Vec<Self> {
+        Self::sharing(staged)
+            .into_iter()
+            .map(|table| Self {
+                memo: Some(Arc::clone(&memo)),
+                ..table
             })
             .collect()
     }
@@ -199,19 +218,22 @@ impl TableProvider for GradientTable {
         let Some(state) = session.as_any().downcast_ref::<SessionState>() else {
             return plan_err!("a gradient's plans are made in a DataFusion SessionState");
         };
-        let state = engine_state(state);
-        let slots = match &self.shared {
-            Some(shared) => shared
-                .get_or_try_init(|| plan_stages(&state, &self.staged))
-                .await?
-                .clone(),
-            None => plan_stages(&state, &self.staged).await?,
+        let state = engine_state(state, self.memo.is_some());
+        let memo = self.memo.as_deref();
+        let planned = match &self.shared {
+            Some(shared) => Arc::clone(
+                shared
+                    .get_or_try_init(|| async {
+                        Ok::<_, DataFusionError>(Arc::new(
+                            Planned::new(&state, &self.staged, memo).await?,
+                        ))
+                    })
+                    .await?,
+            ),
+            None => Arc::new(Planned::new(&state, &self.staged, memo).await?),
         };
-        let mut result = LogicalPlanBuilder::from(bind(&self.staged.results[self.k], &slots)?);
-        if let Some(columns) = projection {
-            result = result.select(columns.iter().copied())?;
-        }
-        let plan = state.create_physical_plan(&result.build()?).await?;
-        Ok(Arc::new(GradientExec::new(plan)))
+        let plan = planned.result(&state, self.k, projection).await?;
+        let hold = planned.lease.clone().map(|lease| lease as _);
+        Ok(Arc::new(GradientExec::new(plan, hold)))
     }
 }

@@ -8,18 +8,24 @@ use std::sync::Arc;
 
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::display::DisplayableExecutionPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{DisplayAs, DisplayFormatType, ExecutionPlan, PlanProperties};
 use datafusion_common::{internal_err, Result, Statistics};
+use futures::StreamExt;
+
+use super::stages::Hold;
 
 /// Runs `plan`, shown beneath it by `EXPLAIN`.
 #[derive(Debug)]
 pub(crate) struct GradientExec {
     plan: Arc<dyn ExecutionPlan>,
+    /// Kept alive by every stream of the plan (see [`Hold`]).
+    hold: Option<Hold>,
 }
 
 impl GradientExec {
-    pub(crate) fn new(plan: Arc<dyn ExecutionPlan>) -> Self {
-        Self { plan }
+    pub(crate) fn new(plan: Arc<dyn ExecutionPlan>, hold: Option<Hold>) -> Self {
+        Self { plan, hold }
     }
 }
 
@@ -73,6 +79,16 @@ impl ExecutionPlan for GradientExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        self.plan.execute(partition, context)
+        let stream = self.plan.execute(partition, context)?;
+        let Some(hold) = self.hold.clone() else {
+            return Ok(stream);
+        };
+        let schema = stream.schema();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            stream.inspect(move |_| {
+                let _ = &hold;
+            }),
+        )))
     }
 }

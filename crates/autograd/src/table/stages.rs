@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
@@ -29,6 +29,10 @@ use crate::relational::{StageSource, Staged};
 /// A stage's rows by partition, or why they could not be computed.
 type Rows = std::result::Result<Arc<Vec<Vec<RecordBatch>>>, Arc<DataFusionError>>;
 
+/// What a stage's computation, or a result's stream, keeps alive while it
+/// runs: a statement's use of kept plans.
+pub(crate) type Hold = Arc<dyn std::any::Any + Send + Sync>;
+
 /// One stage of one execution: its physical plan, and its rows once computed.
 pub(crate) struct StageSlot {
     name: String,
@@ -37,9 +41,30 @@ pub(crate) struct StageSlot {
     /// runs as a task of its own, so a reader that stops waiting (its query
     /// done early, or cancelled) never makes another start it again.
     rows: Mutex<Option<Shared<BoxFuture<'static, Rows>>>>,
+    /// Kept alive by the computation, which may outlive every reader.
+    hold: OnceLock<Hold>,
 }
 
 impl StageSlot {
+    pub(crate) fn new(name: String, plan: Arc<dyn ExecutionPlan>) -> Self {
+        Self {
+            name,
+            plan,
+            rows: Mutex::new(None),
+            hold: OnceLock::new(),
+        }
+    }
+
+    /// Keeps `hold` alive while the stage is computed.
+    pub(crate) fn hold(&self, hold: Hold) {
+        let _ = self.hold.set(hold);
+    }
+
+    /// The stage's physical plan.
+    pub(crate) fn plan(&self) -> &Arc<dyn ExecutionPlan> {
+        &self.plan
+    }
+
     /// The stage's rows, by partition, computed once.
     async fn rows(&self, context: Arc<TaskContext>) -> Result<Arc<Vec<Vec<RecordBatch>>>> {
         let computation = {
@@ -47,7 +72,11 @@ impl StageSlot {
             rows.get_or_insert_with(|| {
                 let plan = Arc::clone(&self.plan);
                 let name = self.name.clone();
-                let task = tokio::spawn(async move { collect_partitioned(plan, context).await });
+                let hold = self.hold.get().cloned();
+                let task = tokio::spawn(async move {
+                    let _hold = hold;
+                    collect_partitioned(plan, context).await
+                });
                 async move {
                     match task.await {
                         Ok(Ok(rows)) => Ok(Arc::new(rows)),
@@ -83,11 +112,7 @@ pub(crate) async fn plan_stages(session: &dyn Session, staged: &Staged) -> Resul
         let plan = session
             .create_physical_plan(&bind(&stage.plan, &slots)?)
             .await?;
-        let slot = Arc::new(StageSlot {
-            name: stage.name.clone(),
-            plan,
-            rows: Mutex::new(None),
-        });
+        let slot = Arc::new(StageSlot::new(stage.name.clone(), plan));
         slots.insert(stage.name.clone(), slot);
     }
     Ok(slots)
@@ -195,6 +220,19 @@ impl StageExec {
             properties: Arc::new(properties),
             statistics: Arc::new(statistics),
         })
+    }
+}
+
+impl StageExec {
+    /// The same read of the same stage, from `slots`.
+    pub(crate) fn reading(&self, slots: &Slots) -> Result<Self> {
+        let Some(slot) = slots.get(&self.slot.name) else {
+            return datafusion_common::internal_err!(
+                "the stage {} is read before it is planned",
+                self.slot.name
+            );
+        };
+        Self::new(Arc::clone(slot), self.projection.clone())
     }
 }
 

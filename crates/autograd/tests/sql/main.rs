@@ -11,6 +11,7 @@ mod documentation;
 mod errors;
 mod fuzz;
 mod hvp;
+mod kept_plans;
 mod plan_shapes;
 mod random_losses;
 mod random_trees;

@@ -5,12 +5,15 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use datafusion::catalog::TableProvider;
 use datafusion::datasource::provider_as_source;
 use datafusion_autograd::relational::Staged;
-use datafusion_autograd::{plan_gradients, plan_hvp, Along, GradientTable, Placement, Relation};
+use datafusion_autograd::{
+    plan_gradients, plan_hvp, rewrite_sql_kept, Along, GradientTable, Placement, PlanMemo,
+    Relation, StatementMemo,
+};
 use datafusion_common::{plan_datafusion_err, Result, TableReference};
 use datafusion_expr::TableSource;
 use pyo3::prelude::*;
@@ -51,25 +54,33 @@ impl Gradient {
 }
 
 /// The plans of `staged` over the host's tables, one table per result, all
-/// sharing one computation of the stages.
+/// sharing one computation of the stages; with `memo`, their physical plans
+/// copied from an earlier statement's where they fit.
 fn gradient_tables(
     staged: &Staged,
     catalog: &HostRelations,
     fetch: &Arc<Py<PyAny>>,
+    memo: Option<Arc<PlanMemo>>,
 ) -> Result<Vec<Gradient>> {
-    // One source per table, however many scans read it: finding it asks the
-    // host's planner for the table's size.
+    // One source per table, however many scans read it and however they
+    // name it (`w` and `datafusion.public.w`, the engine's planner's defaults):
+    // finding it asks the host's planner for the table's size.
     let found: RefCell<HashMap<TableReference, Option<Arc<dyn TableSource>>>> = RefCell::default();
     let sources = |table: &TableReference| -> Result<Option<Arc<dyn TableSource>>> {
-        if let Some(source) = found.borrow().get(table) {
+        let resolved = TableReference::from(table.clone().resolve("datafusion", "public"));
+        if let Some(source) = found.borrow().get(&resolved) {
             return Ok(source.clone());
         }
         let source = host_source(table, catalog, fetch)?;
-        found.borrow_mut().insert(table.clone(), source.clone());
+        found.borrow_mut().insert(resolved, source.clone());
         Ok(source)
     };
     let staged = Arc::new(staged.with_sources(&sources)?);
-    Ok(GradientTable::sharing(staged)
+    let tables = match memo {
+        Some(memo) => GradientTable::sharing_kept(staged, memo),
+        None => GradientTable::sharing(staged),
+    };
+    Ok(tables
         .into_iter()
         .map(|table| Gradient {
             table: Arc::new(table),
@@ -119,38 +130,100 @@ pub(crate) fn gradients(
     engine("gradients", || {
         let wrt: Vec<&str> = wrt.iter().map(String::as_str).collect();
         let staged = plan_gradients(loss, &wrt, &catalog, &options)?;
-        gradient_tables(&staged, &relations, &fetch)
+        gradient_tables(&staged, &relations, &fetch, None)
     })
 }
 
 /// Numbers the gradient tables a statement registers, so that their names never meet.
 static REGISTERED: AtomicUsize = AtomicUsize::new(0);
 
+/// What a context keeps of the statements it had rewritten, so that a
+/// statement sent again (a training loop's step) is neither formed nor
+/// planned again while the relations it reads keep their schemas and sizes:
+/// the rewritten text and passes of each statement, and the physical plans
+/// of each pass.
+#[pyclass(module = "datafusion_autograd._native", frozen)]
+#[derive(Default)]
+pub(crate) struct Memo {
+    statements: StatementMemo,
+    /// Each kept pass's plans, while the pass is kept.
+    plans: Mutex<Vec<(Weak<Staged>, Arc<PlanMemo>)>>,
+}
+
+impl Memo {
+    /// The plans kept for `staged`, made the first time it is asked for.
+    fn plans(&self, staged: &Arc<Staged>) -> Arc<PlanMemo> {
+        let mut plans = self.plans.lock().expect("never poisoned");
+        plans.retain(|(pass, _)| pass.strong_count() > 0);
+        let known = plans
+            .iter()
+            .find(|(pass, _)| std::ptr::eq(pass.as_ptr(), Arc::as_ptr(staged)));
+        match known {
+            Some((_, memo)) => Arc::clone(memo),
+            None => {
+                let memo = Arc::new(PlanMemo::default());
+                plans.push((Arc::downgrade(staged), Arc::clone(&memo)));
+                memo
+            }
+        }
+    }
+}
+
+#[pymethods]
+impl Memo {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// How often statements were formed from their text and rewritten from
+    /// what was kept, and how often the passes kept now were planned and
+    /// run from copies of their plans.
+    fn statistics(&self) -> HashMap<&'static str, usize> {
+        let plans = self.plans.lock().expect("never poisoned");
+        let live = plans.iter().filter(|(pass, _)| pass.strong_count() > 0);
+        let (planned, copied) = live.fold((0, 0), |(p, c), (_, memo)| {
+            (p + memo.planned(), c + memo.copied())
+        });
+        HashMap::from([
+            ("formed", self.statements.formed()),
+            ("reused", self.statements.reused()),
+            ("planned", planned),
+            ("copied", copied),
+        ])
+    }
+}
+
 /// `sql` with every grad/jvp/vjp call replaced by its derivative, and every
 /// gradient it asks for (a `gradient(...)` call, or a marker over a whole
 /// query) read from a table to register on the host while it plans the
 /// statement: returns the text and `(name, table)` pairs. `tables` and
-/// `fetch` are as for `gradients`.
+/// `fetch` are as for `gradients`; with `memo`, a statement rewritten
+/// before is rewritten from what it keeps (see `Memo`).
 #[pyfunction]
-#[pyo3(signature = (sql, tables, fetch, max_derivative_nodes=None))]
+#[pyo3(signature = (sql, tables, fetch, max_derivative_nodes=None, memo=None))]
 pub(crate) fn bridge_sql(
     sql: &str,
     tables: Bound<'_, PyAny>,
     fetch: Py<PyAny>,
     max_derivative_nodes: Option<usize>,
+    memo: Option<Bound<'_, Memo>>,
 ) -> PyResult<(String, Vec<(String, Gradient)>)> {
     let relations = HostRelations::new(Some(&tables));
     let catalog = |table: &TableReference| relations.get(table);
     let options = options(max_derivative_nodes);
     let fetch = Arc::new(fetch);
+    let memo = memo.as_ref().map(|m| m.get());
     let mut host = Host {
         catalog: &relations,
         fetch: &fetch,
+        memo,
         registered: vec![],
         bound: vec![],
     };
-    let text = engine("bridge_sql", || {
-        datafusion_autograd::rewrite_sql_with(sql, &catalog, &options, &mut host)
+    let text = engine("bridge_sql", || match memo {
+        Some(memo) => rewrite_sql_kept(sql, &catalog, &options, &mut host, &memo.statements),
+        None => datafusion_autograd::rewrite_sql_with(sql, &catalog, &options, &mut host),
     })?;
     Ok((text, host.registered))
 }
@@ -162,6 +235,7 @@ type Tables = Vec<Arc<dyn TableProvider>>;
 struct Host<'a, 'py> {
     catalog: &'a HostRelations<'a, 'py>,
     fetch: &'a Arc<Py<PyAny>>,
+    memo: Option<&'a Memo>,
     registered: Vec<(String, Gradient)>,
     /// Each pass's tables, by the pass, so that its results share it.
     bound: Vec<(Arc<Staged>, Tables)>,
@@ -173,7 +247,8 @@ impl Placement for Host<'_, '_> {
         let tables = match known {
             Some(at) => &self.bound[at].1,
             None => {
-                let tables = gradient_tables(staged, self.catalog, self.fetch)?
+                let plans = self.memo.map(|memo| memo.plans(staged));
+                let tables = gradient_tables(staged, self.catalog, self.fetch, plans)?
                     .into_iter()
                     .map(|g| g.table)
                     .collect();
@@ -217,7 +292,7 @@ pub(crate) fn hvp(
     };
     engine("hvp", || {
         let staged = plan_hvp(loss, wrt, &along, &catalog, &options)?;
-        let mut tables = gradient_tables(&staged, &relations, &fetch)?;
+        let mut tables = gradient_tables(&staged, &relations, &fetch, None)?;
         Ok(tables.remove(0))
     })
 }

@@ -392,6 +392,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(differentiate, m)?)?;
     m.add_function(wrap_pyfunction!(check_grad_sql, m)?)?;
     m.add_class::<gradient::Gradient>()?;
+    m.add_class::<gradient::Memo>()?;
     m.add_function(wrap_pyfunction!(rewrite_sql, m)?)?;
     m.add_function(wrap_pyfunction!(gradient::bridge_sql, m)?)?;
     m.add_function(wrap_pyfunction!(gradient::gradients, m)?)?;
