@@ -8,13 +8,14 @@
 //! and a later statement runs a copy, each scan asked again of the table
 //! that statement reads.
 //!
-//! A copy is made only for the session options the templates were planned
-//! under, and only when every table scans to a leaf of the same schema,
-//! partitioning, ordering and number of rows as before, and a size within a
-//! factor of four (the plans were chosen for those); otherwise the statement plans
-//! anew and keeps its plans instead. Only one copy of a template is alive at a time: some operators
-//! share state with their copies (a scalar subquery's results), so a second
-//! statement asking while a copy is alive plans its own.
+//! A copy is made only of the same pass's plans, for the session options they
+//! were planned under, and only when every table scans to a leaf of the same
+//! schema, partitioning, ordering and number of rows as before, and a size
+//! within a factor of four (the plans were chosen for those); otherwise the
+//! statement plans anew and keeps its plans instead. Only one copy of a
+//! template is alive at a time: some operators share state with their copies
+//! (a scalar subquery's results), so a statement asking while a copy is alive
+//! plans its own. Nothing kept holds a table's rows.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -31,6 +32,7 @@ use datafusion::physical_plan::{
 use datafusion_common::arrow::datatypes::SchemaRef;
 use datafusion_common::tree_node::{Transformed, TransformedResult, TreeNode, TreeNodeRecursion};
 use datafusion_common::{internal_err, Result, Statistics, TableReference};
+use datafusion_expr::logical_plan::builder::LogicalTableSource;
 use datafusion_expr::{Expr, LogicalPlanBuilder, TableProviderFilterPushDown, TableType};
 
 use super::stages::{bind, plan_stages, Slots, StageExec, StageSlot};
@@ -108,9 +110,19 @@ fn same_pass(a: &Staged, b: &Staged) -> bool {
             .all(|(a, b)| a.name == b.name && a.plan == b.plan)
 }
 
+/// `staged` with every table's scan reading its schema alone: what is kept
+/// of a pass must not keep the rows of the tables it read.
+fn without_tables(staged: &Staged) -> Result<Staged> {
+    staged.with_scans(&|scan| {
+        let schema = scan.source.schema();
+        Ok(Some(Arc::new(LogicalTableSource::new(schema)) as _))
+    })
+}
+
 /// Templates of a pass's plans.
 struct Kept {
-    /// The pass they were planned for: a memo given another pass plans it.
+    /// The pass they were planned for, without its tables: a memo given
+    /// another pass plans it.
     pass: Staged,
     options: Options,
     /// Each stage's template, in the order the stages are computed.
@@ -225,7 +237,7 @@ impl Planned {
             stages.push((stage.name.clone(), template));
         }
         let lease = memo.keep(Kept {
-            pass: Staged::clone(staged),
+            pass: without_tables(staged)?,
             options,
             stages,
             blank,

@@ -243,3 +243,31 @@ async fn a_result_read_twice_in_one_statement_runs_two_plans() {
     }
     assert_eq!((memo.planned(), memo.copied()), (1, 2));
 }
+
+#[tokio::test]
+async fn nothing_kept_holds_a_table() {
+    // The memo outlives the statements; the tables they read must not —
+    // neither those of the statement that planned the kept plans, nor those
+    // of the one that ran a copy.
+    let ctx = SessionContext::new();
+    let memo = Arc::new(PlanMemo::default());
+    Problem::new(30, 4, 60).register(&ctx);
+    let pass = pass(&ctx).await;
+    let mut read = vec![];
+    for seed in [61, 62] {
+        Problem::new(30, 4, seed).register(&ctx);
+        statement(&ctx, &pass, &memo).await.collect().await.unwrap();
+        for name in ["x", "y", "w", "scale"] {
+            read.push((name, seed, ctx.table_provider(name).await.unwrap()));
+        }
+    }
+    assert_eq!((memo.planned(), memo.copied()), (1, 1));
+    Problem::new(30, 4, 63).register(&ctx);
+    for (name, seed, table) in read {
+        assert_eq!(
+            Arc::strong_count(&table),
+            1,
+            "{name} of statement {seed} is still held"
+        );
+    }
+}
