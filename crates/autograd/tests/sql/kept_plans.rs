@@ -1,15 +1,20 @@
 //! A gradient's physical plans kept by one statement and copied by the next
 //! (`GradientTable::sharing_kept`): each copy reads its own statement's
-//! tables, and is made only where the plans fit them.
+//! tables, and is made only where the plans fit them. A statement's text
+//! rewritten from what was kept (`rewrite_sql_kept`) is what forming makes.
 
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, Float64Array, Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::datasource::provider_as_source;
 use datafusion::prelude::{col, SessionContext};
 use datafusion_autograd::relational::{gradients, Staged};
-use datafusion_autograd::{GradientTable, PlanMemo};
+use datafusion_autograd::{
+    rewrite_sql_kept, AutogradOptions, GradientTable, Placement, PlanMemo, Relation, StatementMemo,
+};
 use datafusion_common::TableReference;
+use datafusion_sql::parser::DFParser;
 use futures::{FutureExt, StreamExt};
 
 use crate::common::{analyzed, assert_close, parameter, Rng};
@@ -270,4 +275,77 @@ async fn nothing_kept_holds_a_table() {
             "{name} of statement {seed} is still held"
         );
     }
+}
+
+/// Names each gradient table `__t<n>`, counting from 0 across statements.
+#[derive(Default)]
+struct Counting(usize);
+
+impl Placement for Counting {
+    fn table(&mut self, _staged: &Arc<Staged>, _k: usize) -> datafusion_common::Result<String> {
+        self.0 += 1;
+        Ok(format!("__t{}", self.0 - 1))
+    }
+}
+
+#[test]
+fn a_statement_rewritten_again_is_the_first_text_with_its_tables_renamed() {
+    // The text made from what was kept must be what forming would make: the
+    // first text, each table's name replaced by the new one, and SQL that
+    // parses to the same statement. Two markers over the loss, so two holes
+    // of one pass; a comment naming a marker stays a comment.
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("i", DataType::Int64, false),
+        Field::new("w", DataType::Float64, false),
+    ]));
+    let catalog = |name: &TableReference| {
+        Ok((name.table() == "w").then(|| Relation::Table(Arc::clone(&schema))))
+    };
+    let sql = "WITH loss AS (SELECT SUM(w * w) AS l FROM w) \
+        SELECT i, grad((SELECT l FROM loss), w) AS g, w - 0.1 * grad((SELECT l FROM loss), w) AS next \
+        FROM w -- grad(w, w)";
+    let memo = StatementMemo::default();
+    let mut place = Counting::default();
+    let options = AutogradOptions::default();
+    let first = rewrite_sql_kept(sql, &catalog, &options, &mut place, &memo).unwrap();
+    let placed = place.0;
+    let again = rewrite_sql_kept(sql, &catalog, &options, &mut place, &memo).unwrap();
+    assert_eq!((memo.formed(), memo.reused()), (1, 1));
+    assert_eq!(
+        place.0,
+        2 * placed,
+        "the kept statement places as many tables"
+    );
+    let mut renamed = first.clone();
+    for n in (0..placed).rev() {
+        renamed = renamed.replace(&format!("__t{n}"), &format!("__t{}", n + placed));
+    }
+    assert_eq!(again, renamed);
+    let parse = |text: &str| {
+        DFParser::parse_sql(text)
+            .unwrap_or_else(|e| panic!("`{text}` does not parse: {e}"))
+            .into_iter()
+            .map(|s| s.to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(parse(&again), parse(&renamed));
+    assert!(again.ends_with("-- grad(w, w)"), "{again}");
+}
+
+#[test]
+fn a_statement_that_names_a_table_of_its_own_is_formed_again() {
+    // A literal that holds the name the host gives a gradient's table would
+    // be a hole too: such a statement is not kept.
+    let schema = Arc::new(Schema::new(vec![Field::new("w", DataType::Float64, false)]));
+    let catalog = |name: &TableReference| {
+        Ok((name.table() == "w").then(|| Relation::Table(Arc::clone(&schema))))
+    };
+    let sql = "SELECT '__t0' AS tag, grad((SELECT SUM(w * w) FROM w), w) AS g FROM w";
+    let memo = StatementMemo::default();
+    let mut place = Counting::default();
+    let options = AutogradOptions::default();
+    let first = rewrite_sql_kept(sql, &catalog, &options, &mut place, &memo).unwrap();
+    assert!(first.starts_with("SELECT '__t0' AS tag"), "{first}");
+    rewrite_sql_kept(sql, &catalog, &options, &mut place, &memo).unwrap();
+    assert_eq!((memo.formed(), memo.reused()), (2, 0));
 }
