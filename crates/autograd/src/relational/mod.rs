@@ -34,6 +34,7 @@
 mod assemble;
 mod augment;
 mod backprop;
+mod eager;
 mod fanout;
 mod jvp;
 mod lineage;

@@ -483,6 +483,97 @@ async fn every_join_back_builds_on_the_groups() {
     assert!(back > 0, "no join back onto a reduction's input was found");
 }
 
+/// The joins of the reverse pass that pair rows of `x` with rows of
+/// `table` one by one (the other side reads `x` and sums nothing).
+fn row_joins(staged: &datafusion_autograd::relational::Staged, table: &str) -> usize {
+    use datafusion_common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion_expr::LogicalPlan;
+    let reads = |plan: &LogicalPlan| {
+        let (mut tables, mut sums) = (std::collections::HashSet::new(), false);
+        plan.apply(|node| {
+            match node {
+                LogicalPlan::TableScan(scan) => {
+                    tables.insert(scan.table_name.table().to_string());
+                }
+                LogicalPlan::Aggregate(_) => sums = true,
+                _ => {}
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        (tables, sums)
+    };
+    let mut count = 0;
+    for plan in staged.stages.iter().map(|s| &s.plan).chain(&staged.results) {
+        plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::Join(join) = node {
+                let sides = [reads(&join.left), reads(&join.right)];
+                for (one, other) in [(&sides[0], &sides[1]), (&sides[1], &sides[0])] {
+                    let only_table = one.0.len() == 1 && one.0.contains(table);
+                    if only_table && other.0.contains("x") && !other.1 {
+                        count += 1;
+                    }
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+    }
+    count
+}
+
+/// Contributions to a parameter's rows that depend on no column of the
+/// parameter's table are summed per join key over the other side's rows and
+/// then joined with the table, so the reverse pass never pairs the rows of
+/// `x` with the table's again: only the forward pass does. Right where the
+/// table holds several rows with one key, a key no row of `x` has, a NULL
+/// key that a join on `IS NOT DISTINCT FROM` matches and a NULL value (whose
+/// rows no sum counts: its gradient is 0, as before); and where the
+/// contribution reads the table's own column, it is not summed first.
+#[tokio::test]
+async fn contributions_are_summed_per_key_before_the_join_with_the_parameter() {
+    let ctx = context_with(2);
+    problem(&ctx, 7).await;
+    run(
+        &ctx,
+        "CREATE TABLE d AS SELECT CAST(column1 AS BIGINT) AS r, CAST(column2 AS BIGINT) AS i, \
+         CAST(column3 AS DOUBLE) AS w \
+         FROM (VALUES (0, 0, 0.3), (1, 0, -0.7), (2, 1, 0.5), (3, NULL, 0.9), (4, 7, 0.2), (5, 1, NULL))",
+    )
+    .await;
+    let (linear, ..) = LOSSES[3];
+    let shared = "SELECT AVG(power(p.pred - y.t, 2)) FROM \
+                  (SELECT x.s, SUM(x.v * d.w) AS pred FROM \
+                   (SELECT s, CASE WHEN i = 3 THEN NULL ELSE i END AS i, v FROM x) x \
+                   JOIN d ON x.i IS NOT DISTINCT FROM d.i GROUP BY x.s) p \
+                  JOIN y ON p.s = y.s";
+    let logistic = "SELECT AVG(ln(1 + exp(p.z)) - y.c * p.z) FROM \
+                    (SELECT x.s, SUM(x.v * w.w) AS z FROM x JOIN w ON x.i = w.i GROUP BY x.s) p \
+                    JOIN y ON p.s = y.s";
+    // ∂tanh(x.v · w.w)/∂w.w reads w.w: summed per row of w after the join.
+    let inside = "SELECT SUM(z * z) FROM \
+                  (SELECT x.s, SUM(tanh(x.v * w.w)) AS z FROM x JOIN w ON x.i = w.i GROUP BY x.s) p";
+    for (loss, table, key, joins) in [
+        (linear, "w", "i", 1),
+        (logistic, "w", "i", 1),
+        (shared, "d", "r", 1),
+        (inside, "w", "i", 2),
+    ] {
+        check_against_finite_differences(&ctx, loss, table, "w", key).await;
+        let staged = datafusion_autograd::relational::gradient(
+            &analyzed(&ctx, loss).await,
+            &parameter(&ctx, table, "w").await,
+            &Default::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            row_joins(&staged, table),
+            joins,
+            "{loss}: joins of x's rows with {table}'s"
+        );
+    }
+}
+
 /// A stage is kept only where several plans read it: one read once is
 /// written out where it is read.
 #[tokio::test]

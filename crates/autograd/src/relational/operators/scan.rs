@@ -1,17 +1,17 @@
 //! Table scans: the leaves. Only a scan of a parameter's table has a
-//! differentiable column; its contributions are recorded, to be summed per
+//! differentiable column; its contributions are recorded (summed per key
+//! where they can be, see [`crate::relational::eager`]), to be summed per
 //! row of the table at the end.
 
 use std::rc::Rc;
 
 use datafusion_common::Result;
-use datafusion_expr::{Expr, LogicalPlanBuilder, TableScan};
+use datafusion_expr::{LogicalPlanBuilder, TableScan};
 
 use super::Op;
-use crate::relational::augment::{
-    contribution_column, rename, Augmented, Bar, Layout, CONTRIBUTION,
-};
+use crate::relational::augment::{rename, Augmented, Bar, Layout};
 use crate::relational::backprop::Backprop;
+use crate::relational::eager::contributions;
 use crate::relational::rule::{unsupported, Rule};
 
 impl Op<'_, TableScan> {
@@ -73,16 +73,7 @@ impl Rule for Op<'_, TableScan> {
             let Some(cot) = bar.cot[j].clone() else {
                 continue;
             };
-            let mut exprs: Vec<Expr> = columns
-                .iter()
-                .enumerate()
-                .map(|(i, c)| Expr::Column(c.clone()).alias(contribution_column(i)))
-                .collect();
-            exprs.push(Expr::Column(cot).alias(CONTRIBUTION));
-            let plan = LogicalPlanBuilder::from(bar.plan.clone())
-                .project(exprs)?
-                .build()?;
-            bp.contribute(k, plan);
+            bp.contribute(k, contributions(bp, bar.plan.clone(), columns, cot)?);
         }
         Ok(vec![])
     }
