@@ -14,13 +14,20 @@
 //!
 //! so the contributions are summed per key first, over the other side's rows
 //! alone, and the large join is never computed for the reverse pass.
+//!
+//! Joins above it that pair the table's rows with another relation's alone
+//! (a network's bias: `JOIN b1 ON w1.j = b1.j`) join the table's side
+//! instead, and an equality above it between the table's side and the rest
+//! (the join of a layer's groups back onto its input: `g.j = w1.j`) is one
+//! more key to sum by: the first layer of a network sums `x`'s contributions
+//! per `(x.i, g.j, g.b)` and joins them with `w1 ⋈ b1`.
 
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use datafusion::functions_aggregate::expr_fn::sum;
 use datafusion_common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion_common::{Column, Result, ScalarValue};
+use datafusion_common::{Column, NullEquality, Result, ScalarValue};
 use datafusion_expr::expr::BinaryExpr;
 use datafusion_expr::logical_plan::{Filter, Join};
 use datafusion_expr::utils::{conjunction, split_conjunction};
@@ -28,7 +35,7 @@ use datafusion_expr::{
     binary_expr as binary, lit, when, Expr, JoinType, LogicalPlan, LogicalPlanBuilder, Operator,
 };
 
-use super::augment::{contribution_column, join, selected, CONTRIBUTION};
+use super::augment::{contribution_column, extend, join, selected, CONTRIBUTION};
 use super::backprop::Backprop;
 
 /// The contributions `cot` of the rows of `rows` to the parameter's table,
@@ -67,10 +74,18 @@ fn summed_before_join(
     cot: &Column,
 ) -> Result<Option<LogicalPlan>> {
     let table: HashSet<&str> = columns.iter().map(|c| c.name.as_str()).collect();
-    let Some((found, side)) = deepest_join(rows, &table) else {
+    let Some((path, side)) = path_to_join(rows, &table) else {
+        return Ok(None);
+    };
+    let Some(LogicalPlan::Join(found)) = path.last().copied() else {
         return Ok(None);
     };
     if found.join_type != JoinType::Inner {
+        return Ok(None);
+    }
+    // A volatile expression computed once per row of the other side would
+    // not be what it was once per pair of rows.
+    if rows.exists(|node| Ok(node.expressions().iter().any(Expr::is_volatile)))? {
         return Ok(None);
     }
     let (side_plan, other) = if side == 0 {
@@ -78,12 +93,10 @@ fn summed_before_join(
     } else {
         (found.right.as_ref(), found.left.as_ref())
     };
-    // A volatile expression computed once per row of the other side would
-    // not be what it was once per pair of rows.
-    if rows.exists(|node| Ok(node.expressions().iter().any(Expr::is_volatile)))? {
+    let Some(mut keys) = Keys::of(found, side, &names(other), &names(side_plan))? else {
         return Ok(None);
-    }
-    let Some(keys) = Keys::of(found, side, &names(other), &names(side_plan))? else {
+    };
+    let Some(above) = Above::of(&path, found, side_plan, &mut keys)? else {
         return Ok(None);
     };
     let other = match conjunction(keys.other_only.clone()) {
@@ -97,7 +110,8 @@ fn summed_before_join(
     let removal = Removal {
         found,
         other: &other,
-        side: names(side_plan),
+        side: above.names,
+        joins: above.joins,
         cot: &cot.name,
         deferred: RefCell::default(),
     };
@@ -126,7 +140,7 @@ fn summed_before_join(
         .map(|condition| condition.over(&groups));
     let joined = join(
         selected(summed)?,
-        side_plan.clone(),
+        standing_alone(above.plan)?,
         on,
         conjunction(filter),
         JoinType::Inner,
@@ -139,6 +153,132 @@ fn summed_before_join(
         None => Expr::Column(total),
     };
     project(joined, columns, total).map(Some)
+}
+
+/// What becomes of the joins above the join that brought the table's rows
+/// in, found from it upwards.
+struct Above {
+    /// The table's side: its rows joined with those of every join above
+    /// that pairs them with rows of its other input alone (the first layer
+    /// of a network: `w1`, and `b1` joined on `w1.j = b1.j`).
+    plan: LogicalPlan,
+    /// The names of its columns.
+    names: HashSet<String>,
+    /// What becomes of each join above.
+    joins: HashMap<*const Join, Fate>,
+}
+
+/// What becomes of a join above the one that brought the table's rows in.
+enum Fate {
+    /// Taken into the table's side.
+    Joins,
+    /// Kept, with the parts of its condition that do not read the table's side.
+    Kept(Option<Expr>),
+}
+
+impl Above {
+    /// The joins of `path` above `found`, whose table's side is
+    /// `side_plan`; each part of a kept join's condition that compares the
+    /// table's side with the rest is added to `keys` (the join of a
+    /// reduction's groups back onto its input: `g.j = w1.j`). None where a
+    /// kept join reads the table's side otherwise.
+    fn of(
+        path: &[&LogicalPlan],
+        found: &Join,
+        side_plan: &LogicalPlan,
+        keys: &mut Keys,
+    ) -> Result<Option<Self>> {
+        let mut above = Above {
+            plan: side_plan.clone(),
+            names: names(side_plan),
+            joins: HashMap::new(),
+        };
+        for node in path.iter().rev().skip(1) {
+            let LogicalPlan::Join(j) = node else {
+                continue;
+            };
+            if j.join_type != JoinType::Inner {
+                return Ok(None);
+            }
+            let beside = if contains(&j.left, found) {
+                j.right.as_ref()
+            } else {
+                j.left.as_ref()
+            };
+            let beside_names = names(beside);
+            let parts = condition_parts(j);
+            let reads = |e: &Expr, set: &HashSet<String>| {
+                e.column_refs().iter().any(|c| set.contains(&c.name))
+            };
+            let pairs_side_alone = parts.iter().any(|p| reads(p, &above.names))
+                && parts.iter().all(|p| {
+                    p.column_refs()
+                        .iter()
+                        .all(|c| above.names.contains(&c.name) || beside_names.contains(&c.name))
+                });
+            if pairs_side_alone {
+                above.plan = join(
+                    above.plan,
+                    beside.clone(),
+                    vec![],
+                    conjunction(parts),
+                    JoinType::Inner,
+                    j.null_equality,
+                )?;
+                above.names.extend(beside_names);
+                above.joins.insert(j as *const Join, Fate::Joins);
+                continue;
+            }
+            let mut kept = vec![];
+            for part in parts {
+                if !reads(&part, &above.names) {
+                    kept.push(part);
+                    continue;
+                }
+                let Expr::BinaryExpr(BinaryExpr { left, op, right }) = &part else {
+                    return Ok(None);
+                };
+                if !matches!(op, Operator::Eq | Operator::IsNotDistinctFrom) {
+                    return Ok(None);
+                }
+                let within_side = |e: &Expr| {
+                    e.column_refs()
+                        .iter()
+                        .all(|c| above.names.contains(&c.name))
+                };
+                let (rest, side) = if within_side(right) && !reads(left, &above.names) {
+                    (left, right)
+                } else if within_side(left) && !reads(right, &above.names) {
+                    (right, left)
+                } else {
+                    return Ok(None);
+                };
+                keys.conditions.push(Condition::Compares(
+                    keys.grouped.len(),
+                    *op,
+                    side.as_ref().clone(),
+                ));
+                keys.grouped.push(unqualified(rest.as_ref().clone())?);
+            }
+            above
+                .joins
+                .insert(j as *const Join, Fate::Kept(conjunction(kept)));
+        }
+        Ok(Some(above))
+    }
+}
+
+/// The parts of an inner join's condition: its keys as equalities (`IS NOT
+/// DISTINCT FROM` where NULLs meet), and its filter's conjuncts.
+fn condition_parts(j: &Join) -> Vec<Expr> {
+    let op = match j.null_equality {
+        NullEquality::NullEqualsNull => Operator::IsNotDistinctFrom,
+        NullEquality::NullEqualsNothing => Operator::Eq,
+    };
+    j.on.iter()
+        .map(|(l, r)| binary(l.clone(), op, r.clone()))
+        .chain(j.filter.iter().flat_map(split_conjunction).cloned())
+        .collect()
 }
 
 /// How an inner join pairs the rows of the other side with the rows of the
@@ -232,16 +372,22 @@ impl Keys {
     }
 }
 
-/// The deepest join under `plan`, through projections, filters and joins,
-/// one of whose sides holds every column in `table`, with that side's index.
-fn deepest_join<'a>(plan: &'a LogicalPlan, table: &HashSet<&str>) -> Option<(&'a Join, usize)> {
+/// The nodes from `plan` down to the deepest join under it, through
+/// projections, filters and joins, one of whose sides holds every column in
+/// `table` (the join last), with that side's index.
+fn path_to_join<'a>(
+    plan: &'a LogicalPlan,
+    table: &HashSet<&str>,
+) -> Option<(Vec<&'a LogicalPlan>, usize)> {
     let holds = |p: &LogicalPlan| {
         let found = names(p);
         table.iter().all(|c| found.contains(*c))
     };
-    let mut found = None;
+    let mut path = vec![];
+    let mut deepest = None;
     let mut node = plan;
     loop {
+        path.push(node);
         node = match node {
             LogicalPlan::Projection(p) if holds(&p.input) => &p.input,
             LogicalPlan::Filter(f) if holds(&f.input) => &f.input,
@@ -251,18 +397,21 @@ fn deepest_join<'a>(plan: &'a LogicalPlan, table: &HashSet<&str>) -> Option<(&'a
                 } else if holds(&j.right) {
                     1
                 } else {
-                    return found;
+                    break;
                 };
-                found = Some((j, side));
+                deepest = Some((path.len(), side));
                 if side == 0 {
                     &j.left
                 } else {
                     &j.right
                 }
             }
-            _ => return found,
+            _ => break,
         };
     }
+    let (length, side) = deepest?;
+    path.truncate(length);
+    Some((path, side))
 }
 
 /// Taking the table's side away from the join `found` under a plan.
@@ -272,6 +421,8 @@ struct Removal<'a> {
     other: &'a LogicalPlan,
     /// The names of the columns of the side taken away.
     side: HashSet<String>,
+    /// The joins above `found` (see [`Above`]).
+    joins: HashMap<*const Join, Fate>,
     /// The contributions' column.
     cot: &'a str,
     /// Conditions on the side's columns alone that the contributions' column
@@ -322,6 +473,18 @@ impl Removal<'_> {
                     self.deferred.borrow_mut().extend(conditions);
                     kept.push(inner.alias(name));
                 }
+                // A column this projection leaves out, read further up (a
+                // reduction's group key compared with the table's side),
+                // passed up from its input.
+                let input_names = names(&p.input);
+                for name in &needed {
+                    if p.schema.field_with_unqualified_name(name).is_err() {
+                        if !input_names.contains(name) || self.side.contains(name) {
+                            return Ok(None);
+                        }
+                        kept.push(Expr::Column(Column::from_name(name.clone())));
+                    }
+                }
                 if kept.len() < needed.len() {
                     return Ok(None);
                 }
@@ -356,35 +519,36 @@ impl Removal<'_> {
                     input.into(),
                 )?)))
             }
-            LogicalPlan::Join(j) if j.join_type == JoinType::Inner => {
-                let conditions: Vec<&Expr> =
-                    j.on.iter()
-                        .flat_map(|(l, r)| [l, r])
-                        .chain(j.filter.as_ref())
-                        .collect();
-                if conditions.iter().any(|e| self.reads_side(e)) {
+            LogicalPlan::Join(j) => {
+                let kept = match self.joins.get(&(j as *const Join)) {
+                    Some(Fate::Kept(kept)) => Some(kept),
+                    Some(Fate::Joins) => None,
+                    None => return Ok(None),
+                };
+                if needed.iter().any(|n| self.side.contains(n)) {
                     return Ok(None);
                 }
-                let path = if contains(&j.left, self.found) {
-                    0
-                } else if contains(&j.right, self.found) {
-                    1
+                let (through, beside, path) = if contains(&j.left, self.found) {
+                    (j.left.as_ref(), j.right.as_ref(), 0)
                 } else {
-                    return Ok(None);
-                };
-                let (through, beside) = if path == 0 {
-                    (j.left.as_ref(), j.right.as_ref())
-                } else {
-                    (j.right.as_ref(), j.left.as_ref())
+                    (j.right.as_ref(), j.left.as_ref(), 1)
                 };
                 let through_names = names(through);
+                let beside_names = names(beside);
+                if needed
+                    .iter()
+                    .any(|n| !through_names.contains(n) && !beside_names.contains(n))
+                {
+                    return Ok(None);
+                }
                 let mut below: HashSet<String> = needed
                     .into_iter()
                     .filter(|n| through_names.contains(n))
                     .collect();
                 below.extend(
-                    conditions
-                        .iter()
+                    kept.iter()
+                        .copied()
+                        .flatten()
                         .flat_map(|e| e.column_refs())
                         .map(|c| c.name.clone())
                         .filter(|n| through_names.contains(n)),
@@ -392,16 +556,20 @@ impl Removal<'_> {
                 let Some(through) = self.without(through, below)? else {
                     return Ok(None);
                 };
+                let Some(kept) = kept else {
+                    // Taken into the table's side.
+                    return Ok(Some(through));
+                };
                 let (left, right) = if path == 0 {
                     (through, beside.clone())
                 } else {
                     (beside.clone(), through)
                 };
                 join(
-                    left,
-                    right,
-                    j.on.clone(),
-                    j.filter.clone(),
+                    standing_alone(left)?,
+                    standing_alone(right)?,
+                    vec![],
+                    kept.clone(),
                     JoinType::Inner,
                     j.null_equality,
                 )
@@ -504,6 +672,16 @@ fn arithmetic(op: Operator) -> bool {
 
 fn is_null(e: &Expr) -> bool {
     matches!(e, Expr::Literal(value, _) if value.is_null())
+}
+
+/// `plan`, selecting its columns by name where it is a join: printed as SQL,
+/// a join that is one side of another is read into that join's `FROM`, its
+/// conditions against the wrong relations.
+fn standing_alone(plan: LogicalPlan) -> Result<LogicalPlan> {
+    match plan {
+        LogicalPlan::Join(_) => extend(plan, vec![]),
+        other => Ok(other),
+    }
 }
 
 /// Whether `found` is a node of `plan`.

@@ -528,8 +528,10 @@ fn row_joins(staged: &datafusion_autograd::relational::Staged, table: &str) -> u
 /// `x` with the table's again: only the forward pass does. Right where the
 /// table holds several rows with one key, a key no row of `x` has, a NULL
 /// key that a join on `IS NOT DISTINCT FROM` matches and a NULL value (whose
-/// rows no sum counts: its gradient is 0, as before); and where the
-/// contribution reads the table's own column, it is not summed first.
+/// rows no sum counts: its gradient is 0, as before); for a network's first
+/// layer, whose weights' rows are joined with the bias's and then met by the
+/// hidden groups' keys, and for its bias; and where the contribution reads
+/// the table's own column, it is not summed first.
 #[tokio::test]
 async fn contributions_are_summed_per_key_before_the_join_with_the_parameter() {
     let ctx = context_with(2);
@@ -553,16 +555,25 @@ async fn contributions_are_summed_per_key_before_the_join_with_the_parameter() {
     // ∂tanh(x.v · w.w)/∂w.w reads w.w: summed per row of w after the join.
     let inside = "SELECT SUM(z * z) FROM \
                   (SELECT x.s, SUM(tanh(x.v * w.w)) AS z FROM x JOIN w ON x.i = w.i GROUP BY x.s) p";
-    for (loss, table, key, joins) in [
-        (linear, "w", "i", 1),
-        (logistic, "w", "i", 1),
-        (shared, "d", "r", 1),
-        (inside, "w", "i", 2),
+    // A network's first layer: its weights `m` joined with `x`, then with
+    // the bias `b` on `m.k = b.k`, and the hidden groups joined back on
+    // `(x.s, m.k, b.b)`; its second layer reads `m` again.
+    let network = "SELECT SUM(o * o) FROM (SELECT h.s, SUM(h.h * n.w) AS o FROM \
+                   (SELECT x.s, m.k, tanh(SUM(x.v * m.w) + b.b) AS h \
+                    FROM x JOIN m ON x.i = m.i JOIN b ON m.k = b.k GROUP BY x.s, m.k, b.b) h \
+                   JOIN m n ON h.k = n.k GROUP BY h.s) q";
+    for (loss, table, column, key, joins) in [
+        (linear, "w", "w", "i", 1),
+        (logistic, "w", "w", "i", 1),
+        (shared, "d", "w", "r", 1),
+        (inside, "w", "w", "i", 2),
+        (network, "m", "w", "i * 10 + k", 1),
+        (network, "b", "b", "k", 1),
     ] {
-        check_against_finite_differences(&ctx, loss, table, "w", key).await;
+        check_against_finite_differences(&ctx, loss, table, column, key).await;
         let staged = datafusion_autograd::relational::gradient(
             &analyzed(&ctx, loss).await,
-            &parameter(&ctx, table, "w").await,
+            &parameter(&ctx, table, column).await,
             &Default::default(),
         )
         .unwrap();
