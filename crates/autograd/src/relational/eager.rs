@@ -235,30 +235,15 @@ impl Above {
                     kept.push(part);
                     continue;
                 }
-                let Expr::BinaryExpr(BinaryExpr { left, op, right }) = &part else {
-                    return Ok(None);
-                };
-                if !matches!(op, Operator::Eq | Operator::IsNotDistinctFrom) {
-                    return Ok(None);
-                }
-                let within_side = |e: &Expr| {
+                let rest = |e: &Expr| !reads(e, &above.names);
+                let side = |e: &Expr| {
                     e.column_refs()
                         .iter()
                         .all(|c| above.names.contains(&c.name))
                 };
-                let (rest, side) = if within_side(right) && !reads(left, &above.names) {
-                    (left, right)
-                } else if within_side(left) && !reads(right, &above.names) {
-                    (right, left)
-                } else {
+                if !keys.compared(&part, rest, side)? {
                     return Ok(None);
-                };
-                keys.conditions.push(Condition::Compares(
-                    keys.grouped.len(),
-                    *op,
-                    side.as_ref().clone(),
-                ));
-                keys.grouped.push(unqualified(rest.as_ref().clone())?);
+                }
             }
             above
                 .joins
@@ -348,27 +333,42 @@ impl Keys {
                 keys.conditions.push(Condition::Side(part.clone()));
                 continue;
             }
-            let Expr::BinaryExpr(BinaryExpr { left, op, right }) = part else {
-                return Ok(None);
-            };
-            if !matches!(op, Operator::Eq | Operator::IsNotDistinctFrom) {
+            if !keys.compared(part, |e| within(e, other_names), |e| within(e, side_names))? {
                 return Ok(None);
             }
-            let (o, s) = if within(left, other_names) && within(right, side_names) {
-                (left, right)
-            } else if within(right, other_names) && within(left, side_names) {
-                (right, left)
-            } else {
-                return Ok(None);
-            };
-            keys.conditions.push(Condition::Compares(
-                keys.grouped.len(),
-                *op,
-                s.as_ref().clone(),
-            ));
-            keys.grouped.push(unqualified(o.as_ref().clone())?);
         }
         Ok((!keys.grouped.is_empty()).then_some(keys))
+    }
+
+    /// Takes `part`, an equality between an expression that `rest` accepts
+    /// and one of the table's side (`side`), as one more key to sum by;
+    /// false where it is not one.
+    fn compared(
+        &mut self,
+        part: &Expr,
+        rest: impl Fn(&Expr) -> bool,
+        side: impl Fn(&Expr) -> bool,
+    ) -> Result<bool> {
+        let Expr::BinaryExpr(BinaryExpr { left, op, right }) = part else {
+            return Ok(false);
+        };
+        if !matches!(op, Operator::Eq | Operator::IsNotDistinctFrom) {
+            return Ok(false);
+        }
+        let (r, s) = if rest(left) && side(right) {
+            (left, right)
+        } else if rest(right) && side(left) {
+            (right, left)
+        } else {
+            return Ok(false);
+        };
+        self.conditions.push(Condition::Compares(
+            self.grouped.len(),
+            *op,
+            s.as_ref().clone(),
+        ));
+        self.grouped.push(unqualified(r.as_ref().clone())?);
+        Ok(true)
     }
 }
 
