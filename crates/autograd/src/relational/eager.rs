@@ -129,15 +129,18 @@ fn summed_before_join(
             [sum(Expr::Column(cot.clone())).alias(total.name.clone())],
         )?
         .build()?;
+    // The side's columns by their names alone: a side that took joins in is
+    // read through a projection of its columns, whatever relation named them.
     let on = keys
         .on
         .into_iter()
-        .map(|(k, s)| (Expr::Column(groups[k].clone()), s))
-        .collect();
+        .map(|(k, s)| Ok((Expr::Column(groups[k].clone()), unqualified(s)?)))
+        .collect::<Result<_>>()?;
     let filter = keys
         .conditions
         .into_iter()
-        .map(|condition| condition.over(&groups));
+        .map(|condition| unqualified(condition.over(&groups)))
+        .collect::<Result<Vec<_>>>()?;
     let joined = join(
         selected(summed)?,
         standing_alone(above.plan)?,
@@ -148,6 +151,7 @@ fn summed_before_join(
     )?;
     let total = match conjunction(removal.deferred.take()) {
         Some(condition) => {
+            let condition = unqualified(condition)?;
             when(condition, Expr::Column(total)).otherwise(lit(ScalarValue::Float64(None)))?
         }
         None => Expr::Column(total),
