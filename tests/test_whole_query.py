@@ -103,6 +103,28 @@ def test_several_parameters_from_one_statement_and_one_pass():
     np.testing.assert_allclose(both["b.b"].to_pydict()["grad"], expected[3:], rtol=1e-12)
 
 
+def test_the_loss_read_again_is_the_row_the_pass_computed():
+    """A training step's statement reads its loss again beside the gradients: the host reads
+    that row where the reverse pass keeps it instead of computing the loss a second time."""
+    ctx = context()
+    statement = (
+        f"WITH loss AS ({LOSS}) "
+        "SELECT 'w' AS tensor, i, grad((SELECT l FROM loss), w) AS value FROM w "
+        "UNION ALL SELECT 'b', k, grad((SELECT l FROM loss), b) FROM b "
+        "UNION ALL SELECT 'loss', 0, l FROM loss ORDER BY tensor, i"
+    )
+    got = ctx.sql(statement).to_pydict()
+    r = residual()
+    assert got["tensor"] == ["b", "loss", "w", "w", "w"]
+    expected = [2 / len(Y) * r.sum(), loss_of(), *(2 / len(Y) * X.T @ r)]
+    np.testing.assert_allclose(got["value"], expected, rtol=1e-12)
+    plan = "\n".join(ctx.sql(f"EXPLAIN {statement}").to_pydict()["plan"])
+    # The host's plan reads three tables of the pass (the gradients of w and b, the loss's
+    # row) and holds none of the loss's operators.
+    assert plan.count("DataFusionAutogradExec") == 3, plan
+    assert "avg(" not in plan, plan
+
+
 def test_hessian_vector_products():
     ctx = context()
     ctx.register_record_batches("v", [[pa.RecordBatch.from_pydict({"i": [0, 2], "tangent": [1.0, -3.0]})]])

@@ -97,6 +97,26 @@ pub fn gradients(
     })
 }
 
+/// [`gradients`], and after the gradients one more result where the pass
+/// keeps the loss's value as the loss query returns it: its one row, its
+/// column under the query's name and type. A statement that reads the loss
+/// again reads it there instead of computing it a second time. No such
+/// result when the pass computes no value of its own (a loss that reads
+/// no parameter) or computes it in another type.
+pub fn gradients_and_loss(
+    loss: &LogicalPlan,
+    parameters: &[Parameter],
+    options: &AutogradOptions,
+) -> Result<Staged> {
+    with_room(|| {
+        let loss = loss::normalize(loss, parameters, options)?;
+        Pass::new(parameters, options)
+            .keeping_the_loss()
+            .differentiate(&loss)?
+            .read_once_inlined()
+    })
+}
+
 /// The name of the column of [`hvp`]'s result that holds the product.
 pub const HVP_COLUMN: &str = "hvp";
 

@@ -41,6 +41,8 @@ pub(crate) struct Pass<'a> {
     counter: Cell<usize>,
     /// Per parameter: the contributions that reached its table.
     contributions: RefCell<Vec<Vec<LogicalPlan>>>,
+    /// Whether the loss's value is a result too, after the gradients.
+    loss_result: bool,
 }
 
 impl<'a> Pass<'a> {
@@ -58,6 +60,15 @@ impl<'a> Pass<'a> {
             stages: RefCell::default(),
             counter: Cell::new(0),
             contributions: RefCell::new(vec![vec![]; parameters.len()]),
+            loss_result: false,
+        }
+    }
+
+    /// The same pass, its loss's value a result after the gradients.
+    pub fn keeping_the_loss(self) -> Self {
+        Self {
+            loss_result: true,
+            ..self
         }
     }
 
@@ -131,12 +142,15 @@ impl<'a> Pass<'a> {
             )?;
         }
         let contributions = self.contributions.take();
-        let results = self
+        let mut results = self
             .parameters
             .iter()
             .zip(contributions)
             .map(|(parameter, plans)| assemble(&self, parameter, plans, seed_plan.as_ref()))
             .collect::<Result<Vec<_>>>()?;
+        if let (true, Some((plan, value))) = (self.loss_result, &seed_plan) {
+            results.extend(loss_as_returned(loss, plan, value)?);
+        }
         Ok(Staged {
             stages: self.stages.take(),
             results,
@@ -329,6 +343,25 @@ impl Backprop for Pass<'_> {
     fn contribute(&self, k: usize, plan: LogicalPlan) {
         self.contributions.borrow_mut()[k].push(plan);
     }
+}
+
+/// The loss's row as `loss` returns it, read from the pass's stage `kept`
+/// whose column `value` holds it; None where the pass computed it in another
+/// type than the loss's.
+fn loss_as_returned(
+    loss: &LogicalPlan,
+    kept: &LogicalPlan,
+    value: &Column,
+) -> Result<Option<LogicalPlan>> {
+    let field = loss.schema().field(0);
+    let (_, computed) = kept.schema().qualified_field_from_column(value)?;
+    if computed.data_type() != field.data_type() {
+        return Ok(None);
+    }
+    let plan = LogicalPlanBuilder::from(kept.clone())
+        .project([Expr::Column(value.clone()).alias(field.name())])?
+        .build()?;
+    Ok(Some(plan))
 }
 
 /// `plan` as a query that selects its columns by name, as a stage is one:

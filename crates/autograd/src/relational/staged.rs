@@ -42,7 +42,8 @@ pub struct Staged {
     /// In the order they must be computed.
     pub stages: Vec<Stage>,
     /// One per parameter, in the order asked for: every row of the
-    /// parameter's table, all its columns, and `grad`.
+    /// parameter's table, all its columns, and `grad`; from
+    /// [`gradients_and_loss`](super::gradients_and_loss), then the loss's row.
     pub results: Vec<LogicalPlan>,
 }
 

@@ -19,7 +19,7 @@ use datafusion_sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Token
 
 use super::dialect::Dialect;
 use super::emit::to_dialect_sql;
-use super::gradient::{plan_gradients, staged_to_sql};
+use super::gradient::{plan_gradients, plan_gradients_of, plan_loss, staged_to_sql};
 use super::plan::plan_query;
 use super::scopes::{FromTable, Scopes};
 use super::{formed_to_sql, plan_scalar};
@@ -63,9 +63,21 @@ pub fn rewrite_sql(sql: &str, tables: Catalog, options: &AutogradOptions) -> Res
 /// How a host takes the gradients of whole queries the bridge forms.
 pub trait Placement {
     /// The table factor that stands for result `k` of `staged` (every row of
-    /// a parameter's table, its columns and `grad`): a query in parentheses,
-    /// or the name of a table the host registers.
+    /// a parameter's table, its columns and `grad`; or, after the gradients,
+    /// the loss's row): a query in parentheses, or the name of a table the
+    /// host registers.
     fn table(&mut self, staged: &Arc<Staged>, k: usize) -> Result<String>;
+
+    /// Whether the statement's own reads of a loss it differentiates are to
+    /// read the loss's row where the pass keeps it (a result after the
+    /// gradients) instead of computing the loss a second time: for a host
+    /// whose tables of one pass share its stages. A loss is served so where
+    /// it is a common table expression of one column that the marker's
+    /// subquery reads whole (`grad((SELECT l FROM loss), w)`): the
+    /// expression's query is replaced by a read of that table.
+    fn serves_the_loss(&self) -> bool {
+        false
+    }
 }
 
 /// Gradients as SQL text the host computes itself.
@@ -128,7 +140,8 @@ pub(crate) fn rewrite_sql_in(
             };
             pieces.push((start, end, text));
         }
-        for (span, text) in whole.joins(place)? {
+        let taken: Vec<Range<usize>> = pieces.iter().map(|(s, e, _)| *s..*e).collect();
+        for (span, text) in whole.joins(place, &taken)? {
             pieces.push((span.start, span.end, Piece::Text(text)));
         }
         pieces.sort_by_key(|(start, ..)| *start);
@@ -154,6 +167,18 @@ enum Piece {
     Deferred(usize),
 }
 
+/// A gradient a marker asks for.
+struct Request {
+    /// The loss's text: the marker's subquery under the `WITH` it sees.
+    loss: String,
+    /// The parameter, `"table.column"`.
+    wrt: String,
+    /// The `FROM` table it is read at, in `froms`.
+    from: usize,
+    /// Where the marker is in the statement.
+    at: usize,
+}
+
 /// One marker's derivative as text, with placeholders for the subqueries
 /// (`__ag_s<n>`, with their text) and for the derivatives (`__ag_s<n>_d`,
 /// with the request whose column stands there).
@@ -173,9 +198,8 @@ struct WholeQuery<'a> {
     dialect: Dialect,
     scopes: Option<Scopes>,
     markers: Vec<Expanded>,
-    /// The gradients asked for: the loss's text, the parameter
-    /// (`"table.column"`) and the `FROM` table it is read at (in `froms`).
-    requests: Vec<(String, String, usize)>,
+    /// The gradients asked for.
+    requests: Vec<Request>,
     /// The `FROM` tables gradients are joined to, with their columns.
     froms: Vec<(FromTable, Vec<String>)>,
 }
@@ -281,8 +305,12 @@ impl<'a> WholeQuery<'a> {
                         );
                     }
                     let d = format!("{placeholder}_d");
-                    self.requests
-                        .push((loss, format!("{name}.{}", column.name), *from));
+                    self.requests.push(Request {
+                        loss,
+                        wrt: format!("{name}.{}", column.name),
+                        from: *from,
+                        at: start,
+                    });
                     derivatives.push((d.clone(), self.requests.len() - 1));
                     with_derivative(value, Expr::Column(Column::from_name(d)), wrt.clone())
                 }
@@ -374,36 +402,64 @@ impl<'a> WholeQuery<'a> {
     }
 
     /// The text that replaces each `FROM` table gradients are read at: the
-    /// table, under its own name, joined to the gradients of its rows (one
-    /// row per distinct row of the table: identical rows share one
-    /// gradient), one column each. One reverse pass per loss.
-    fn joins(&self, place: &mut dyn Placement) -> Result<Vec<(Range<usize>, String)>> {
+    /// table, under its own name, with the gradients of its rows beside
+    /// them, one column each — the gradient's own table where only one is
+    /// read there, or the table joined to each gradient (one row per
+    /// distinct row of the table: identical rows share one gradient). One
+    /// reverse pass per loss. Where `place`
+    /// serves a loss, the query of the common table expression the loss
+    /// reads whole is replaced too, unless it holds text replaced otherwise
+    /// (`taken`).
+    fn joins(
+        &self,
+        place: &mut dyn Placement,
+        taken: &[Range<usize>],
+    ) -> Result<Vec<(Range<usize>, String)>> {
         let mut factors = vec![String::new(); self.requests.len()];
-        let mut losses: Vec<&str> = self.requests.iter().map(|(l, ..)| l.as_str()).collect();
+        let mut losses: Vec<&str> = self.requests.iter().map(|r| r.loss.as_str()).collect();
         losses.sort();
         losses.dedup();
+        let mut served: Vec<(Range<usize>, String)> = vec![];
         for loss in losses {
             let asked: Vec<usize> = (0..self.requests.len())
-                .filter(|&k| self.requests[k].0 == loss)
+                .filter(|&k| self.requests[k].loss == loss)
                 .collect();
             let mut parameters: Vec<&str> = vec![];
             for &k in &asked {
-                if !parameters.contains(&self.requests[k].1.as_str()) {
-                    parameters.push(&self.requests[k].1);
+                if !parameters.contains(&self.requests[k].wrt.as_str()) {
+                    parameters.push(&self.requests[k].wrt);
                 }
             }
-            let staged = Arc::new(plan_gradients(
-                loss,
+            let planned = plan_loss(loss, self.tables)?;
+            let definition = place
+                .serves_the_loss()
+                .then(|| self.definition_read_whole(&planned, self.requests[asked[0]].at))
+                .flatten()
+                .filter(|body| {
+                    let meets = |r: &Range<usize>| r.start < body.end && body.start < r.end;
+                    !taken.iter().any(meets)
+                        && !self.froms.iter().any(|(f, _)| meets(&f.span))
+                        && !served.iter().any(|(r, _)| meets(r))
+                });
+            let staged = Arc::new(plan_gradients_of(
+                &planned,
                 &parameters,
                 self.tables,
                 self.options,
+                definition.is_some(),
             )?);
             for &k in &asked {
                 let result = parameters
                     .iter()
-                    .position(|p| *p == self.requests[k].1)
+                    .position(|p| *p == self.requests[k].wrt)
                     .expect("listed");
                 factors[k] = place.table(&staged, result)?;
+            }
+            if let Some(body) = definition {
+                if staged.results.len() > parameters.len() {
+                    let table = place.table(&staged, parameters.len())?;
+                    served.push((body, format!("SELECT * FROM {table}")));
+                }
             }
         }
         let mut joins = vec![];
@@ -416,12 +472,36 @@ impl<'a> WholeQuery<'a> {
             let outer = from.alias_text.clone().unwrap_or_else(|| {
                 quoted(TableReference::parse_str(from.name.as_deref().unwrap_or_default()).table())
             });
+            let original = &self.sql[from.span.clone()];
+            let asked: Vec<usize> = (0..self.requests.len())
+                .filter(|k| self.requests[*k].from == f)
+                .collect();
+            if let [k] = asked.as_slice() {
+                if names_the_table_alone(original, from) {
+                    // A gradient's table holds every row of the table, all its
+                    // columns and the row's gradient: read alone, it is the
+                    // table the join below would make.
+                    let columns: Vec<String> = columns
+                        .iter()
+                        .map(|name| format!("__ag_t.{}", quoted(name)))
+                        .collect();
+                    joins.push((
+                        from.span.clone(),
+                        format!(
+                            "(SELECT {}, __ag_t.grad AS __ag_d{k} FROM {} AS __ag_t) AS {outer}",
+                            columns.join(", "),
+                            factors[*k]
+                        ),
+                    ));
+                    continue;
+                }
+            }
             let mut selected = vec![format!("{refers}.*")];
             let mut joined = String::new();
             for (k, factor) in factors
                 .iter()
                 .enumerate()
-                .filter(|(k, _)| self.requests[*k].2 == f)
+                .filter(|(k, _)| self.requests[*k].from == f)
             {
                 let g = format!("__ag_g{k}");
                 let keys: Vec<String> = columns
@@ -446,7 +526,6 @@ impl<'a> WholeQuery<'a> {
                 ));
                 selected.push(format!("{g}.__ag_d AS __ag_d{k}"));
             }
-            let original = &self.sql[from.span.clone()];
             joins.push((
                 from.span.clone(),
                 format!(
@@ -455,7 +534,31 @@ impl<'a> WholeQuery<'a> {
                 ),
             ));
         }
+        joins.extend(served);
         Ok(joins)
+    }
+
+    /// Where the query of the common table expression that `loss` (planned)
+    /// reads whole is written, for the marker at byte `at`: a loss that is
+    /// the one column of that expression's one-column relation, selected as
+    /// it is (`SELECT l FROM loss`).
+    fn definition_read_whole(&self, loss: &LogicalPlan, at: usize) -> Option<Range<usize>> {
+        let LogicalPlan::Projection(projection) = loss else {
+            return None;
+        };
+        let LogicalPlan::SubqueryAlias(alias) = projection.input.as_ref() else {
+            return None;
+        };
+        let read_whole = match projection.expr.as_slice() {
+            [Expr::Column(column)] => {
+                alias.schema.fields().len() == 1 && alias.schema.field(0).name() == &column.name
+            }
+            _ => false,
+        };
+        if !read_whole || alias.alias.schema().is_some() {
+            return None;
+        }
+        self.scopes.as_ref()?.definition(at, alias.alias.table())
     }
 
     /// The text of marker `k`, its placeholders replaced: subqueries by
@@ -480,7 +583,7 @@ impl<'a> WholeQuery<'a> {
                     .map(|(_, v)| v.clone())
                     .or_else(|| {
                         let (_, r) = derivatives.iter().find(|(d, _)| *d == w.value)?;
-                        let (from, _) = &self.froms[self.requests[*r].2];
+                        let (from, _) = &self.froms[self.requests[*r].from];
                         let refers = from.alias_text.clone().unwrap_or_else(|| {
                             quoted(
                                 TableReference::parse_str(from.name.as_deref().unwrap_or_default())
@@ -740,4 +843,28 @@ fn reads_table(plan: &LogicalPlan, name: &str) -> Result<bool> {
 /// An identifier as SQL text, quoted.
 fn quoted(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Whether the table factor `text` is `from`'s table named alone, with its
+/// alias if it has one: no sample, hint, version or other clause that would
+/// read other rows than the table's.
+fn names_the_table_alone(text: &str, from: &FromTable) -> bool {
+    let Some(name) = &from.name else {
+        return false;
+    };
+    let mut rest = text.trim();
+    if let Some(alias) = &from.alias_text {
+        let Some(before) = rest.strip_suffix(alias.as_str()) else {
+            return false;
+        };
+        let before = before.trim_end();
+        rest = match before.len().checked_sub(2).and_then(|cut| {
+            let (head, tail) = (before.get(..cut)?, before.get(cut..)?);
+            (tail.eq_ignore_ascii_case("AS") && head.ends_with(char::is_whitespace)).then_some(head)
+        }) {
+            Some(head) => head.trim_end(),
+            None => before,
+        };
+    }
+    rest == name
 }

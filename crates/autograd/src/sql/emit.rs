@@ -33,10 +33,12 @@ use crate::forward::udf::StopGradient;
 use crate::stack::{depth, with_room, with_room_for};
 use datafusion_common::arrow::datatypes::DataType;
 use datafusion_common::tree_node::{Transformed, TreeNode};
-use datafusion_common::{DFSchema, Result, ScalarValue};
+use datafusion_common::{DFSchema, NullEquality, Result, ScalarValue};
 use datafusion_expr::expr::{BinaryExpr, Cast, ScalarFunction, TryCast};
 use datafusion_expr::logical_plan::builder::LogicalTableSource;
-use datafusion_expr::{cast, lit, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, Operator};
+use datafusion_expr::{
+    binary_expr, cast, lit, Expr, ExprSchemable, LogicalPlan, LogicalPlanBuilder, Operator,
+};
 use datafusion_functions::math::expr_fn::trunc;
 use datafusion_optimizer::analyzer::type_coercion::TypeCoercionRewriter;
 use datafusion_sql::sqlparser::ast::{self, visit_expressions_mut, UnaryOperator, VisitMut};
@@ -308,7 +310,7 @@ pub(crate) fn plans_to_sql(named: &[(&str, &LogicalPlan)], root: &LogicalPlan) -
                         }
                         _ => Ok(Transformed::no(node)),
                     },
-                    _ => node.map_expressions(|e| {
+                    _ => null_safe_keys(node)?.map_expressions(|e| {
                         let e = typed_nulls(formed(e)?)?;
                         spell_non_finite(e, Dialect::DataFusion).map(Transformed::yes)
                     }),
@@ -331,6 +333,24 @@ pub(crate) fn plans_to_sql(named: &[(&str, &LogicalPlan)], root: &LogicalPlan) -
             .collect();
         Ok(format!("WITH {} {root}", tables.join(", ")))
     })
+}
+
+/// A join whose keys meet when both are NULL with those keys written as
+/// `IS NOT DISTINCT FROM` conditions: the unparser writes every key with
+/// `=`, under which NULL keys never meet.
+fn null_safe_keys(node: LogicalPlan) -> Result<LogicalPlan> {
+    let LogicalPlan::Join(mut join) = node else {
+        return Ok(node);
+    };
+    if join.null_equality == NullEquality::NullEqualsNothing || join.on.is_empty() {
+        return Ok(LogicalPlan::Join(join));
+    }
+    let keys = std::mem::take(&mut join.on)
+        .into_iter()
+        .map(|(a, b)| binary_expr(a, Operator::IsNotDistinctFrom, b));
+    join.filter = keys.chain(join.filter.take()).reduce(Expr::and);
+    join.null_equality = NullEquality::NullEqualsNothing;
+    Ok(LogicalPlan::Join(join))
 }
 
 fn unparse(plan: &LogicalPlan) -> Result<String> {

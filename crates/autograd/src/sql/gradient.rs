@@ -11,7 +11,7 @@ use super::plan::plan_query;
 use crate::catalog::{Catalog, Relation};
 use crate::error::fail;
 use crate::options::AutogradOptions;
-use crate::relational::{gradients, hvp, Direction, Parameter, Staged};
+use crate::relational::{gradients, gradients_and_loss, hvp, Direction, Parameter, Staged};
 use crate::stack::with_room;
 
 /// The gradient of the loss query `loss` with respect to `wrt`
@@ -58,14 +58,27 @@ pub fn plan_gradients(
     tables: Catalog,
     options: &AutogradOptions,
 ) -> Result<Staged> {
-    with_room(|| {
-        let loss = plan_loss(loss, tables)?;
-        let parameters = wrt
-            .iter()
-            .map(|w| parameter(w, tables))
-            .collect::<Result<Vec<_>>>()?;
-        gradients(&loss, &parameters, options)
-    })
+    with_room(|| plan_gradients_of(&plan_loss(loss, tables)?, wrt, tables, options, false))
+}
+
+/// [`plan_gradients`] of a loss already planned; `with_loss`, with the
+/// loss's row as one more result after the gradients where the pass keeps it
+/// ([`gradients_and_loss`]).
+pub(crate) fn plan_gradients_of(
+    loss: &LogicalPlan,
+    wrt: &[&str],
+    tables: Catalog,
+    options: &AutogradOptions,
+    with_loss: bool,
+) -> Result<Staged> {
+    let parameters = wrt
+        .iter()
+        .map(|w| parameter(w, tables))
+        .collect::<Result<Vec<_>>>()?;
+    match with_loss {
+        true => gradients_and_loss(loss, &parameters, options),
+        false => gradients(loss, &parameters, options),
+    }
 }
 
 /// The analyzed plan of the loss query `sql` over `tables`.

@@ -180,6 +180,10 @@ impl Placement for Recording<'_> {
         self.placed.push((Arc::clone(staged), k, name.clone()));
         Ok(name)
     }
+
+    fn serves_the_loss(&self) -> bool {
+        self.place.serves_the_loss()
+    }
 }
 
 /// `text` cut where it names the tables `names` (identifiers, not words

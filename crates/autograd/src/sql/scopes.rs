@@ -8,7 +8,7 @@ use std::ops::{ControlFlow, Range};
 
 use datafusion_common::{plan_datafusion_err, Result};
 use datafusion_sql::sqlparser::ast::{
-    Query, Select, SetExpr, Spanned, TableFactor, TableWithJoins, Visit, Visitor,
+    Cte, Query, Select, SetExpr, Spanned, TableFactor, TableWithJoins, Visit, Visitor,
 };
 use datafusion_sql::sqlparser::dialect::GenericDialect;
 use datafusion_sql::sqlparser::parser::Parser;
@@ -34,6 +34,9 @@ struct QueryScope {
     recursive: bool,
     /// `name AS (query)`, as written, in order.
     ctes: Vec<(String, String)>,
+    /// Each of `ctes`: its name as the planner reads it, and where its query
+    /// is (between its parentheses) when that could be told from the text.
+    definitions: Vec<(String, Option<Range<usize>>)>,
 }
 
 struct SelectScope {
@@ -94,6 +97,24 @@ impl Scopes {
         (format!("WITH {} ", texts.join(", ")), recursive)
     }
 
+    /// Where the query of the common table expression `name` (as the
+    /// planner reads names) that a query at byte `at` sees is written: the
+    /// text between its parentheses; None when none is in scope there, or
+    /// its parentheses could not be told from the text.
+    pub fn definition(&self, at: usize, name: &str) -> Option<Range<usize>> {
+        let mut enclosing: Vec<&QueryScope> = self
+            .queries
+            .iter()
+            .filter(|q| q.span.contains(&at))
+            .collect();
+        // Innermost first: an inner definition hides an outer one.
+        enclosing.sort_by_key(|q| q.span.len());
+        enclosing
+            .into_iter()
+            .find_map(|q| q.definitions.iter().find(|(n, _)| n == name))
+            .and_then(|(_, body)| body.clone())
+    }
+
     /// The tables of the innermost `SELECT` around byte `at`.
     pub fn tables_at(&self, at: usize) -> &[FromTable] {
         self.selects
@@ -114,6 +135,30 @@ impl Collector<'_> {
     fn range(&self, node: &impl Spanned) -> Range<usize> {
         let span = node.span();
         (self.offset)(span.start)..(self.offset)(span.end)
+    }
+
+    /// The text between the parentheses around `cte`'s query: from where its
+    /// query starts to its closing parenthesis, where nothing but blanks
+    /// stands between the query and an opening parenthesis right after `AS`
+    /// or `MATERIALIZED`.
+    fn body(&self, cte: &Cte) -> Option<Range<usize>> {
+        let start = (self.offset)(cte.query.span().start);
+        let end = (self.offset)(cte.closing_paren_token.0.span.start);
+        let before = self.sql.get(..start)?.trim_end().strip_suffix('(')?;
+        let word = before.trim_end();
+        let opened = ["AS", "MATERIALIZED"].iter().any(|keyword| {
+            let Some(cut) = word.len().checked_sub(keyword.len()) else {
+                return false;
+            };
+            match (word.get(..cut), word.get(cut..)) {
+                (Some(head), Some(tail)) => {
+                    tail.eq_ignore_ascii_case(keyword)
+                        && !head.ends_with(|c: char| c.is_alphanumeric() || c == '_')
+                }
+                _ => false,
+            }
+        });
+        (opened && start <= end).then_some(start..end)
     }
 
     fn selects(&mut self, body: &SetExpr) {
@@ -137,7 +182,7 @@ impl Visitor for Collector<'_> {
 
     fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
         let span = self.range(query);
-        let (ctes, recursive) = match &query.with {
+        let (ctes, definitions, recursive) = match &query.with {
             Some(with) => (
                 with.cte_tables
                     .iter()
@@ -147,14 +192,19 @@ impl Visitor for Collector<'_> {
                         (cte.alias.name.value.clone(), text)
                     })
                     .collect(),
+                with.cte_tables
+                    .iter()
+                    .map(|cte| (normalized(&cte.alias.name), self.body(cte)))
+                    .collect(),
                 with.recursive,
             ),
-            None => (vec![], false),
+            None => (vec![], vec![], false),
         };
         self.scopes.queries.push(QueryScope {
             span,
             recursive,
             ctes,
+            definitions,
         });
         self.selects(&query.body);
         ControlFlow::Continue(())

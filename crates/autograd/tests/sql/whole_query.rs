@@ -392,3 +392,237 @@ async fn as_sql_text_for_a_plain_host() {
         }
     }
 }
+
+/// A host as the Python one places gradients: every result of a pass a
+/// table of `ctx`, the tables of one pass sharing its stages, and the
+/// statement's own reads of a loss it differentiates served by the pass.
+struct Registering<'a> {
+    ctx: &'a SessionContext,
+    serves: bool,
+    passes: Vec<(
+        std::sync::Arc<datafusion_autograd::relational::Staged>,
+        Vec<datafusion_autograd::GradientTable>,
+    )>,
+    /// The last table named.
+    named: Option<String>,
+}
+
+impl<'a> Registering<'a> {
+    fn new(ctx: &'a SessionContext, serves: bool) -> Self {
+        Self {
+            ctx,
+            serves,
+            passes: vec![],
+            named: None,
+        }
+    }
+}
+
+impl datafusion_autograd::Placement for Registering<'_> {
+    fn table(
+        &mut self,
+        staged: &std::sync::Arc<datafusion_autograd::relational::Staged>,
+        k: usize,
+    ) -> datafusion_common::Result<String> {
+        use futures::FutureExt;
+        use std::sync::Arc;
+        let known = self.passes.iter().position(|(s, _)| Arc::ptr_eq(s, staged));
+        let at = match known {
+            Some(at) => at,
+            None => {
+                let state = self.ctx.state();
+                let sources = |name: &datafusion_common::TableReference| {
+                    let provider = state
+                        .schema_for_ref(name.clone())?
+                        .table(name.table())
+                        .now_or_never()
+                        .expect("in memory")?;
+                    Ok(provider.map(datafusion::datasource::provider_as_source))
+                };
+                let bound = Arc::new(staged.with_sources(&sources)?);
+                let tables = datafusion_autograd::GradientTable::sharing(bound);
+                self.passes.push((Arc::clone(staged), tables));
+                self.passes.len() - 1
+            }
+        };
+        // Unique in the process: each statement registers tables of its own.
+        static NAMED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!(
+            "__served{}",
+            NAMED.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        self.named = Some(name.clone());
+        self.ctx
+            .register_table(name.as_str(), Arc::new(self.passes[at].1[k].clone()))?;
+        Ok(name)
+    }
+
+    fn serves_the_loss(&self) -> bool {
+        self.serves
+    }
+}
+
+/// The regression's loss, from numbers written here: mean((Xw − y)²).
+fn closed_form_loss() -> f64 {
+    let x = [[1.0, 2.0, -1.0], [0.5, -0.5, 3.0], [-2.0, 1.5, 0.25]];
+    let (w, y) = ([0.5, -0.25, 1.5], [1.0, -1.0, 0.5]);
+    (0..3)
+        .map(|s| ((0..3).map(|i| x[s][i] * w[i]).sum::<f64>() - y[s]).powi(2))
+        .sum::<f64>()
+        / 3.0
+}
+
+/// A training step's statement reads the loss it differentiates again (its
+/// value as a row beside the gradients): a host whose tables share a pass's
+/// stages reads that row where the pass keeps it, the common table
+/// expression's query replaced by a read of one more table, instead of
+/// computing the loss a second time. Only an expression that is the loss
+/// read whole is replaced; the rest is left to the host.
+#[tokio::test]
+async fn a_statement_reads_the_loss_it_differentiates_where_the_pass_keeps_it() {
+    use datafusion_autograd::{rewrite_sql_with, Relation};
+    use datafusion_sql::parser::DFParser;
+    let plain = SessionContext::new();
+    regression(&plain).await;
+    let schemas = SessionContext::new();
+    regression(&schemas).await;
+    let catalog = |table: &datafusion_common::TableReference| {
+        let df = futures::executor::block_on(schemas.table(table.table())).ok();
+        Ok(df.map(|df| Relation::Table(std::sync::Arc::new(df.schema().as_arrow().clone()))))
+    };
+    let body = LOSS.replace(" AS l ", " ");
+    let (gradient, loss) = (closed_form(), closed_form_loss());
+    for (statement, served) in [
+        (
+            format!(
+                "WITH loss AS ({LOSS}) SELECT 0 AS t, i, grad((SELECT l FROM loss), w) AS g FROM w \
+                 UNION ALL SELECT 1, 0, l FROM loss ORDER BY t, i"
+            ),
+            true,
+        ),
+        // Named by the expression's column list, and read inside the
+        // derivative too (∂ ln l = ∂l / l).
+        (
+            format!(
+                "WITH loss(l) AS ({body}) SELECT 0 AS t, i, \
+                 grad(ln((SELECT l FROM loss)), w) * (SELECT l FROM loss) AS g FROM w \
+                 UNION ALL SELECT 1, 0, l FROM loss ORDER BY t, i"
+            ),
+            true,
+        ),
+        // Not the expression read whole: computed by the host.
+        (
+            format!(
+                "WITH loss AS ({LOSS}) SELECT 0 AS t, i, 0.5 * grad((SELECT 2 * l FROM loss), w) AS g \
+                 FROM w UNION ALL SELECT 1, 0, l FROM loss ORDER BY t, i"
+            ),
+            false,
+        ),
+        (
+            format!(
+                "WITH loss AS ({}, COUNT(*) AS n {}) SELECT 0 AS t, i, grad((SELECT l FROM loss), w) AS g \
+                 FROM w UNION ALL SELECT 1, n - 3, l FROM loss ORDER BY t, i",
+                &LOSS[..LOSS.find(" FROM").unwrap()],
+                &LOSS[LOSS.find(" FROM").unwrap()..]
+            ),
+            false,
+        ),
+    ] {
+        for serves in [true, false] {
+            let mut place = Registering::new(&plain, serves);
+            let text = rewrite_sql_with(&statement, &catalog, &Default::default(), &mut place)
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+            DFParser::parse_sql(&text).unwrap_or_else(|e| panic!("`{text}` does not parse: {e}"));
+            let computes_the_loss = text.contains("AVG(power(");
+            let last = place.named.clone().expect("placed");
+            let read_from_the_pass = text.contains(&format!("(SELECT * FROM {last})"));
+            assert_eq!(
+                (computes_the_loss, read_from_the_pass),
+                (!(served && serves), served && serves),
+                "{text}"
+            );
+            let got = rows(&plain, &text).await;
+            assert_eq!(got.len(), 4, "{text}");
+            for (k, g) in gradient.iter().enumerate() {
+                assert_close(got[k][2].unwrap(), *g, 1e-12, &format!("∂/∂w{k} of {text}"));
+            }
+            assert_eq!(got[3][1], Some(0.0), "{text}");
+            assert_close(got[3][2].unwrap(), loss, 1e-12, &format!("the loss of {text}"));
+        }
+    }
+}
+
+/// A table a marker's gradient is read at, and no other gradient, is read
+/// from the gradient's table alone, which holds every row of the table, all
+/// its columns and the row's gradient: repeated rows, NULL values and
+/// aliases as they were; two gradients read at one table are joined to it.
+#[tokio::test]
+async fn a_table_read_at_one_gradient_is_that_gradients_table() {
+    use datafusion_autograd::{rewrite_sql, rewrite_sql_with, Relation};
+    let plain = SessionContext::new();
+    run(
+        &plain,
+        "CREATE TABLE d (i BIGINT, w DOUBLE) AS VALUES (0, 1.0), (0, 1.0), (NULL, 2.0), (1, -0.5)",
+    )
+    .await;
+    run(
+        &plain,
+        "CREATE TABLE e (i BIGINT, c DOUBLE) AS VALUES (0, 10.0), (1, 20.0)",
+    )
+    .await;
+    let schemas = SessionContext::new();
+    run(&schemas, "CREATE TABLE d (i BIGINT, w DOUBLE)").await;
+    run(&schemas, "CREATE TABLE e (i BIGINT, c DOUBLE)").await;
+    let catalog = |table: &datafusion_common::TableReference| {
+        let df = futures::executor::block_on(schemas.table(table.table())).ok();
+        Ok(df.map(|df| Relation::Table(std::sync::Arc::new(df.schema().as_arrow().clone()))))
+    };
+    // ∂/∂w of Σ w³ is 3w² at every row; of Σ w² 2w.
+    let cubes = "(SELECT SUM(w * w * w) FROM d)";
+    let squares = "(SELECT SUM(w * w) FROM d)";
+    for (statement, alone) in [
+        (
+            format!("SELECT w, grad({cubes}, w) AS g, 0.0 AS h FROM d"),
+            true,
+        ),
+        (
+            format!("SELECT q.w, grad({cubes}, q.w) AS g, 0.0 AS h FROM d AS q"),
+            true,
+        ),
+        (
+            format!("SELECT q.w, grad({cubes}, q.w) AS g, 0.0 AS h FROM d q"),
+            true,
+        ),
+        (
+            format!(
+                "SELECT d.w, grad({cubes}, d.w) AS g, e.c - e.c AS h FROM d JOIN e ON d.i = e.i"
+            ),
+            true,
+        ),
+        (
+            format!("SELECT w, grad({cubes}, w) AS g, grad({squares}, w) - 2 * w AS h FROM d"),
+            false,
+        ),
+    ] {
+        let mut registering = Registering::new(&plain, true);
+        for text in [
+            rewrite_sql(&statement, &catalog, &Default::default()).unwrap(),
+            rewrite_sql_with(&statement, &catalog, &Default::default(), &mut registering).unwrap(),
+        ] {
+            assert_eq!(!text.contains("LEFT JOIN"), alone, "{text}");
+            let got = rows(&plain, &format!("SELECT * FROM ({text}) ORDER BY w")).await;
+            let mut expected: Vec<f64> = if statement.contains("JOIN e") {
+                vec![1.0, 1.0, -0.5]
+            } else {
+                vec![1.0, 1.0, 2.0, -0.5]
+            };
+            expected.sort_by(f64::total_cmp);
+            assert_eq!(got.len(), expected.len(), "{text}");
+            for (row, w) in got.iter().zip(&expected) {
+                assert_eq!(row[0], Some(*w), "{text}");
+                assert_close(row[1].unwrap(), 3.0 * w * w, 1e-12, &text);
+                assert_close(row[2].unwrap(), 0.0, 1e-12, &text);
+            }
+        }
+    }
+}

@@ -266,6 +266,12 @@ impl Placement for Host<'_, '_> {
         self.registered.push((name.clone(), table));
         Ok(name)
     }
+
+    /// The tables of one pass share its stages: the loss's row is read where
+    /// the pass keeps it.
+    fn serves_the_loss(&self) -> bool {
+        true
+    }
 }
 
 /// The Hessian-vector product of the loss query with respect to `wrt`
