@@ -89,12 +89,7 @@ pub fn gradients(
     parameters: &[Parameter],
     options: &AutogradOptions,
 ) -> Result<Staged> {
-    with_room(|| {
-        let loss = loss::normalize(loss, parameters, options)?;
-        Pass::new(parameters, options)
-            .differentiate(&loss)?
-            .read_once_inlined()
-    })
+    differentiate(loss, parameters, options, false)
 }
 
 /// [`gradients`], and after the gradients one more result where the pass
@@ -108,10 +103,20 @@ pub fn gradients_and_loss(
     parameters: &[Parameter],
     options: &AutogradOptions,
 ) -> Result<Staged> {
+    differentiate(loss, parameters, options, true)
+}
+
+/// One reverse pass through `loss`; with `the_loss`, its row is a result too.
+fn differentiate(
+    loss: &LogicalPlan,
+    parameters: &[Parameter],
+    options: &AutogradOptions,
+    the_loss: bool,
+) -> Result<Staged> {
     with_room(|| {
         let loss = loss::normalize(loss, parameters, options)?;
         Pass::new(parameters, options)
-            .keeping_the_loss()
+            .keeping_the_loss(the_loss)
             .differentiate(&loss)?
             .read_once_inlined()
     })

@@ -64,10 +64,11 @@ impl<'a> Pass<'a> {
         }
     }
 
-    /// The same pass, its loss's value a result after the gradients.
-    pub fn keeping_the_loss(self) -> Self {
+    /// The same pass, its loss's value a result after the gradients where
+    /// `keep`.
+    pub fn keeping_the_loss(self, keep: bool) -> Self {
         Self {
-            loss_result: true,
+            loss_result: keep,
             ..self
         }
     }
