@@ -498,11 +498,8 @@ impl<'a> WholeQuery<'a> {
             }
             let mut selected = vec![format!("{refers}.*")];
             let mut joined = String::new();
-            for (k, factor) in factors
-                .iter()
-                .enumerate()
-                .filter(|(k, _)| self.requests[*k].from == f)
-            {
+            for &k in &asked {
+                let factor = &factors[k];
                 let g = format!("__ag_g{k}");
                 let keys: Vec<String> = columns
                     .iter()
