@@ -41,7 +41,8 @@ def with_tables(ctx: SessionContext) -> SessionContext:
         "y": {"s": np.arange(SAMPLES), "t": T},
     }
     for name, data in columns.items():
-        batches = pa.table(data).to_batches(max_chunksize=-(-len(next(iter(data.values()))) // 2))
+        table = pa.table(data)
+        batches = table.to_batches(max_chunksize=(table.num_rows + 1) // 2)
         ctx.register_record_batches(name, [batches[:1], batches[1:]])
     return ctx
 
@@ -52,18 +53,22 @@ def nodes(plan: Any) -> Iterator[Any]:
         yield from nodes(child)
 
 
+def partitions_of_ours(frame: Any) -> list[int]:
+    """The partition count of every table of the pass in the host's physical plan of ``frame``."""
+    plan = frame.execution_plan()
+    return [node.partition_count for node in nodes(plan) if "DataFusionAutogradExec" in node.display()]
+
+
 def test_a_table_of_the_pass_reaches_the_host_as_one_partition():
     ctx = with_tables(ag.register(SessionContext(SessionConfig().with_target_partitions(4))))
     frame = ctx.sql(STATEMENT)
-    ours = [node for node in nodes(frame.execution_plan()) if "DataFusionAutogradExec" in node.display()]
+    ours = partitions_of_ours(frame)
     assert ours, frame.execution_plan().display_indent()
-    assert [node.partition_count for node in ours] == [1] * len(ours)
+    assert ours == [1] * len(ours)
     got = ctx.sql(f"{STATEMENT} ORDER BY i").to_pydict()
     np.testing.assert_allclose(got["g"], expected(), rtol=1e-12)
     # Read as a DataFrame of gradient(), too.
-    table = ag.gradient(ctx, LOSS, "w.w")
-    ours = [node for node in nodes(table.execution_plan()) if "DataFusionAutogradExec" in node.display()]
-    assert [node.partition_count for node in ours] == [1]
+    assert partitions_of_ours(ag.gradient(ctx, LOSS, "w.w")) == [1]
 
 
 def test_the_host_tables_are_read_on_threads_kept_between_reads(monkeypatch):
